@@ -1,0 +1,69 @@
+"""simclr: SimCLR contrastive pretraining for any folder of unlabeled images.
+
+The Python API is the same set of functions the command line calls::
+
+    from simclr_cli import PretrainConfig, pretrain, load_model, embed_images
+"""
+
+__version__ = "0.1.0"
+
+from .core.augment import create_eval_transform, create_view_transform
+from .core.backbone import create_backbone
+from .core.config import (
+    DemoConfig,
+    DeviceName,
+    EmbedConfig,
+    HeadVersion,
+    LRScaling,
+    OptimizerName,
+    Precision,
+    Preset,
+    PretrainConfig,
+    Stem,
+)
+from .core.demo import run_demo
+from .core.embed import embed, embed_images, write_embeddings
+from .core.errors import SimCLRError
+from .core.head import ProjectionHead, create_projection_head
+from .core.knn import knn_accuracy, knn_predict
+from .core.model import ModelMetadata, SimCLRModel, create_simclr_model
+from .core.nt_xent import nt_xent_loss
+from .core.optim import LARS
+from .core.serialization import load_model, read_metadata, save_model
+from .core.train import PretrainResult, pretrain
+
+__all__ = [
+    "LARS",
+    "DemoConfig",
+    "DeviceName",
+    "EmbedConfig",
+    "HeadVersion",
+    "LRScaling",
+    "ModelMetadata",
+    "OptimizerName",
+    "Precision",
+    "Preset",
+    "PretrainConfig",
+    "PretrainResult",
+    "ProjectionHead",
+    "SimCLRError",
+    "SimCLRModel",
+    "Stem",
+    "__version__",
+    "create_backbone",
+    "create_eval_transform",
+    "create_projection_head",
+    "create_simclr_model",
+    "create_view_transform",
+    "embed",
+    "embed_images",
+    "knn_accuracy",
+    "knn_predict",
+    "load_model",
+    "nt_xent_loss",
+    "pretrain",
+    "read_metadata",
+    "run_demo",
+    "save_model",
+    "write_embeddings",
+]

@@ -1,0 +1,1 @@
+"""The ``simclr`` command line: one thin module per command over ``simclr_cli.core``."""

@@ -1,0 +1,48 @@
+"""The ``simclr`` Typer application: registers one command per module."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from . import demo, embed, pretrain
+
+app = typer.Typer(
+    name="simclr",
+    help="SimCLR contrastive pretraining for any folder of unlabeled images.\n\n"
+    "Start with [bold]simclr demo[/], then [bold]simclr pretrain ./images --out runs/first[/].",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command("pretrain", epilog=pretrain.EPILOG)(pretrain.pretrain_command)
+app.command("embed", epilog=embed.EPILOG)(embed.embed_command)
+app.command("demo")(demo.demo_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"simclr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = None,
+) -> None:
+    """SimCLR contrastive pretraining for any folder of unlabeled images."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

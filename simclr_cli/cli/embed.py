@@ -1,0 +1,99 @@
+"""`simclr embed`: flags -> EmbedConfig -> core.embed -> table, JSON or file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..core.config import DeviceName, EmbedConfig
+from ..core.embed import EmbedResult, embed, write_embeddings
+from . import _console
+from ._errors import handle_errors
+from ._options import BatchSizeOption, DeviceOption, JsonOption, ModelArgument, QuietOption
+from ._progress import create_progress
+
+EPILOG = """[bold]Examples[/]
+
+  simclr embed runs/first/model.safetensors photo.jpg
+
+  simclr embed runs/first/model.safetensors ./images --output embeddings.npy
+
+  simclr embed runs/first/model.safetensors a.jpg b.png --json > embeddings.json
+"""
+
+
+def render_table(result: EmbedResult, *, first: int = 4) -> Table:
+    """A table of path, dimension, norm and the first values of each embedding."""
+    kind = "projection" if result.projection else "feature"
+    table = Table(title=f"{len(result.paths)} {kind} embeddings · {result.metadata.backbone}")
+    table.add_column("path", overflow="fold")
+    table.add_column("dim", justify="right")
+    table.add_column("norm", justify="right")
+    table.add_column("first values")
+    for path, row in zip(result.paths, result.embeddings, strict=True):
+        values = ", ".join(f"{v:+.3f}" for v in row[:first])
+        table.add_row(
+            escape(str(path)),
+            str(row.shape[0]),
+            f"{np.linalg.norm(row):.3f}",
+            values + (", …" if row.shape[0] > first else ""),
+        )
+    return table
+
+
+@handle_errors
+def embed_command(
+    model: ModelArgument,
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files and/or folders (searched recursively).", show_default=False
+        ),
+    ],
+    projection: Annotated[
+        bool,
+        typer.Option(
+            "--projection", help="Embed with the projection head instead of backbone features."
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write to .npy, .safetensors, .csv or .jsonl (by suffix)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    batch_size: BatchSizeOption = 64,
+    device: DeviceOption = DeviceName.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Embed images with a pretrained model. [dim]simclr embed model.safetensors photo.jpg[/]"""
+    config = EmbedConfig(
+        model=model, inputs=inputs, projection=projection, batch_size=batch_size, device=device
+    )
+    with create_progress(quiet=quiet or as_json) as progress:
+        result = embed(config=config, progress=progress)
+    if output is not None:
+        write_embeddings(result, output)
+    if as_json:
+        rows = [
+            {"path": str(p), "embedding": e.tolist()}
+            for p, e in zip(result.paths, result.embeddings, strict=True)
+        ]
+        sys.stdout.write(json.dumps(rows) + "\n")
+    elif output is not None:
+        _console.stdout.print(
+            f"Wrote {len(result.paths)} embeddings of dimension {result.embeddings.shape[1]} to "
+            f"[bold]{escape(str(output))}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif not quiet:
+        _console.stdout.print(render_table(result))

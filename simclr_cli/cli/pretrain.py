@@ -1,0 +1,226 @@
+"""`simclr pretrain`: flags -> PretrainConfig -> core.pretrain -> summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ..core.config import (
+    DeviceName,
+    HeadVersion,
+    LRScaling,
+    OptimizerName,
+    Precision,
+    Preset,
+    PretrainConfig,
+    Stem,
+)
+from ..core.train import pretrain
+from . import _console
+from ._errors import handle_errors
+from ._options import (
+    BatchSizeOption,
+    DeviceOption,
+    ImageSizeOption,
+    QuietOption,
+    SeedOption,
+    WorkersOption,
+)
+from ._progress import create_progress
+
+MODEL = "Model"
+AUGMENT = "Augmentation"
+OPTIMISE = "Optimisation"
+RUN = "Run"
+
+EPILOG = """[bold]Examples[/]
+
+  simclr pretrain ./images --out runs/first
+
+  simclr pretrain ./cifar/train --image-size 32 --epochs 50 --batch-size 512 --out runs/cifar
+
+  simclr pretrain ./photos --backbone resnet50 --optimizer lars --lr-scaling sqrt --epochs 200
+"""
+
+
+@handle_errors
+def pretrain_command(
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of images, searched recursively; labels are ignored.", show_default=False
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run folder to write.", rich_help_panel=RUN)
+    ] = Path("runs/simclr"),
+    backbone: Annotated[
+        str, typer.Option(help="Any timm model name.", rich_help_panel=MODEL)
+    ] = "resnet18",
+    stem: Annotated[
+        Stem,
+        typer.Option(
+            help="ResNet stem; auto gives the CIFAR stem (3x3 stride 1, no max-pool) at 64 px and "
+            "below.",
+            rich_help_panel=MODEL,
+        ),
+    ] = Stem.auto,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option(help="Local timm .safetensors weights to start from.", rich_help_panel=MODEL),
+    ] = None,
+    head: Annotated[
+        HeadVersion,
+        typer.Option(
+            help="Projection head: v1 (2 layers) or v2 (3 layers).", rich_help_panel=MODEL
+        ),
+    ] = HeadVersion.v2,
+    head_hidden_dim: Annotated[
+        int | None,
+        typer.Option(
+            help="Hidden size of the head (default: the backbone's feature size).",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    head_output_dim: Annotated[
+        int, typer.Option(help="Size of the projections.", rich_help_panel=MODEL)
+    ] = 128,
+    image_size: ImageSizeOption = 224,
+    preset: Annotated[
+        Preset,
+        typer.Option(
+            help="Augmentations: imagenet (with blur) or cifar (without); auto picks cifar at "
+            "64 px and below.",
+            rich_help_panel=AUGMENT,
+        ),
+    ] = Preset.auto,
+    color_strength: Annotated[
+        float | None,
+        typer.Option(
+            help="Colour distortion strength s (default: 1.0 imagenet, 0.5 cifar).",
+            rich_help_panel=AUGMENT,
+        ),
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option(help="Temperature of the NT-Xent loss.", rich_help_panel=OPTIMISE)
+    ] = 0.5,
+    optimizer: Annotated[
+        OptimizerName,
+        typer.Option(
+            help="Optimiser; LARS excludes biases and norms from adaptation and weight decay.",
+            rich_help_panel=OPTIMISE,
+        ),
+    ] = OptimizerName.lars,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Base learning rate before batch scaling (default: 0.3 lars, 0.06 sgd, "
+            "0.001 adamw).",
+            rich_help_panel=OPTIMISE,
+        ),
+    ] = None,
+    lr_scaling: Annotated[
+        LRScaling,
+        typer.Option(
+            help="linear: base x batch/256; sqrt: 0.075 x sqrt(batch) for LARS.",
+            rich_help_panel=OPTIMISE,
+        ),
+    ] = LRScaling.linear,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight decay (default: 1e-6 lars, 5e-4 sgd, 1e-4 adamw).",
+            rich_help_panel=OPTIMISE,
+        ),
+    ] = None,
+    warmup_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of the steps spent in linear warm-up before cosine decay.",
+            rich_help_panel=OPTIMISE,
+        ),
+    ] = 0.1,
+    epochs: Annotated[
+        int, typer.Option(help="Passes over the data.", rich_help_panel=OPTIMISE)
+    ] = 100,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop after this many steps (overrides --epochs).", rich_help_panel=OPTIMISE
+        ),
+    ] = None,
+    batch_size: BatchSizeOption = 256,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="auto: bf16 where the device runs it natively, else fp32.", rich_help_panel=RUN
+        ),
+    ] = Precision.auto,
+    device: DeviceOption = DeviceName.auto,
+    workers: WorkersOption = None,
+    seed: SeedOption = 0,
+    log_every: Annotated[
+        int, typer.Option(help="Steps between lines of metrics.jsonl.", rich_help_panel=RUN)
+    ] = 10,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace the files of an existing run in --out.", rich_help_panel=RUN
+        ),
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Pretrain an encoder with SimCLR on a folder of images. [dim]simclr pretrain ./images[/]
+
+    Writes RUN/model.safetensors (backbone + head + metadata), RUN/metrics.jsonl and
+    RUN/config.toml.
+    """
+    config = PretrainConfig(
+        data=data,
+        out=out,
+        backbone=backbone,
+        stem=stem,
+        init_weights=init_weights,
+        head=head,
+        head_hidden_dim=head_hidden_dim,
+        head_output_dim=head_output_dim,
+        preset=preset,
+        color_strength=color_strength,
+        image_size=image_size,
+        temperature=temperature,
+        optimizer=optimizer,
+        learning_rate=lr,
+        lr_scaling=lr_scaling,
+        weight_decay=weight_decay,
+        warmup_fraction=warmup_fraction,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        workers=workers,
+        seed=seed,
+        precision=precision,
+        device=device,
+        log_every=log_every,
+        force=force,
+    )
+    with create_progress(quiet=quiet) as progress:
+        result = pretrain(config=config, progress=progress)
+    minutes, seconds = divmod(round(result.seconds), 60)
+    line = (
+        f"Saved [bold]{escape(str(result.model_path))}[/] · {result.steps} steps · "
+        f"loss {result.final_loss:.4f} · {result.images_per_second:.0f} img/s · "
+        f"{minutes}m{seconds:02d}s"
+    )
+    if result.skipped_images:
+        line += f" · [yellow]{result.skipped_images} unreadable images skipped[/]"
+    _console.stdout.print(line, highlight=False, soft_wrap=True)
+    if not quiet:
+        _console.stdout.print(
+            f"Next: [cyan]simclr embed {escape(str(result.model_path))} photo.jpg[/]",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -1,0 +1,51 @@
+"""Typed errors of the core.
+
+Every error a user can cause is one of these classes. Messages say what is wrong and how to fix
+it, in one line, so that the command line can print them as they are. The CLI maps them to a red
+line on stderr and an exit code: ``exit_code`` is 1 for bad input and 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+
+class SimCLRError(Exception):
+    """Base class of every error caused by the user's input or environment."""
+
+    exit_code: int = 1
+
+
+class UsageError(SimCLRError):
+    """Flags or settings that contradict each other or cannot work (exit code 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """An impossible setting, such as a negative image size or an unknown choice."""
+
+
+class DataError(SimCLRError):
+    """A missing or empty folder, a folder without images, or an image that cannot be read."""
+
+
+class ImageDecodeError(DataError):
+    """One file that exists but cannot be decoded as an image."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"cannot read image {path}: {reason}; remove the file or convert it to JPEG or PNG"
+        )
+
+
+class BackboneError(SimCLRError):
+    """An unknown timm model name or weights that do not fit the model."""
+
+
+class ModelFileError(SimCLRError):
+    """A model file that is missing, not safetensors, or lacks simclr metadata."""
+
+
+class RunFolderError(SimCLRError):
+    """A run folder that would be overwritten or cannot be written."""

@@ -1,0 +1,55 @@
+"""The command tree: help, version and how errors reach the user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from simclr_cli import __version__
+from simclr_cli.cli.app import app
+
+runner = CliRunner()
+
+
+def test_app__help_lists_every_command_with_an_example():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("pretrain", "embed", "demo"):
+        assert command in result.output
+        assert f"simclr {command}" in result.output
+
+
+def test_app__version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_app__core_error_is_one_red_line_and_exit_1(tmp_path: Path):
+    result = runner.invoke(
+        app, ["pretrain", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "error:" in lines[0] and "does not exist" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_app__usage_error_exits_2(tmp_path: Path):
+    result = runner.invoke(app, ["pretrain", str(tmp_path), "--stem", "weird"])
+    assert result.exit_code == 2
+
+
+def test_app__impossible_value_exits_2(shapes_dir: Path, tmp_path: Path):
+    result = runner.invoke(
+        app, ["pretrain", str(shapes_dir), "--temperature", "0", "--out", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 2 and "--temperature" in result.output
+
+
+def test_app__debug_shows_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SIMCLR_DEBUG", "1")
+    result = runner.invoke(app, ["pretrain", str(tmp_path / "missing")])
+    assert result.exit_code == 1
+    assert result.exception is not None and "does not exist" in str(result.exception)

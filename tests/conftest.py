@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny image folders and a tiny trained model, made once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simclr_cli.core.config import PretrainConfig
+from simclr_cli.core.synthetic import generate_shapes_dataset
+from simclr_cli.core.train import pretrain
+
+TINY_BACKBONE = "test_resnet"
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A labelled folder: 3 shape classes x 8 images of 32 px."""
+    root = tmp_path_factory.mktemp("shapes")
+    return generate_shapes_dataset(
+        root, images_per_class=8, size=32, seed=0, classes=("circle", "square", "stripes")
+    )
+
+
+@pytest.fixture(scope="session")
+def shapes_val_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Held-out images of the same classes as ``shapes_dir``."""
+    root = tmp_path_factory.mktemp("shapes_val")
+    return generate_shapes_dataset(
+        root, images_per_class=4, size=32, seed=1, classes=("circle", "square", "stripes")
+    )
+
+
+def tiny_config(data: Path, out: Path, **changes: object) -> PretrainConfig:
+    """A pretraining config that runs in a second or two on a CPU."""
+    settings: dict[str, object] = {
+        "data": data,
+        "out": out,
+        "backbone": TINY_BACKBONE,
+        "image_size": 32,
+        "batch_size": 8,
+        "max_steps": 2,
+        "workers": 0,
+        "log_every": 1,
+        "seed": 0,
+    }
+    settings.update(changes)
+    return PretrainConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def trained_model(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model.safetensors of a 2-step run on ``shapes_dir``."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    return pretrain(config=tiny_config(shapes_dir, out)).model_path
