@@ -42,7 +42,7 @@ def demo_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the data and the run.")
     ] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option("--steps", help="Pretraining steps.")] = 300,
+    steps: Annotated[int, typer.Option("--steps", help="Pretraining steps.")] = 200,
     seed: SeedOption = 0,
     quiet: QuietOption = False,
 ) -> None:

@@ -190,8 +190,9 @@ class DemoConfig:
     images_per_class: int = 160
     val_images_per_class: int = 60
     image_size: int = 32
-    max_steps: int = 300
+    max_steps: int = 200
     batch_size: int = 128
+    temperature: float = 0.2
     seed: int = 0
 
 

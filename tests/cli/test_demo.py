@@ -1,0 +1,28 @@
+"""`simclr demo` through Typer's CliRunner, on a tiny configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from simclr_cli.cli import demo as demo_command
+from simclr_cli.cli.app import app
+from simclr_cli.core.demo import run_demo
+from tests.core.test_demo import tiny_demo_config
+
+runner = CliRunner()
+
+
+def test_demo__prints_table_of_both_encoders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def tiny_run(*, config, progress):
+        tiny = dataclasses.replace(tiny_demo_config(config.out), max_steps=config.max_steps)
+        return run_demo(config=tiny, progress=progress)
+
+    monkeypatch.setattr(demo_command, "run_demo", tiny_run)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "random init" in result.output and "SimCLR pretrained" in result.output
+    assert "simclr embed" in result.output

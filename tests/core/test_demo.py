@@ -1,0 +1,32 @@
+"""The demo pipeline on a tiny configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simclr_cli.core.config import DemoConfig
+from simclr_cli.core.demo import run_demo
+from simclr_cli.core.serialization import read_metadata
+
+
+def tiny_demo_config(out: Path) -> DemoConfig:
+    """Demo settings that run in seconds: the tiny timm test model and few images."""
+    return DemoConfig(
+        out=out,
+        backbone="test_resnet",
+        stem="imagenet",
+        images_per_class=4,
+        val_images_per_class=2,
+        max_steps=2,
+        batch_size=8,
+    )
+
+
+def test_run_demo__trains_and_scores_both_encoders(tmp_path: Path):
+    result = run_demo(config=tiny_demo_config(tmp_path / "demo"))
+    assert result.classes == sorted(result.classes) and len(result.classes) == 6
+    assert result.num_train == 24 and result.num_val == 12
+    for scores in (result.pretrained, result.random_init):
+        assert 0.0 <= scores["top1"] <= scores["top5"] <= 1.0
+    assert read_metadata(result.pretrain.model_path).steps == 2
+    assert (tmp_path / "demo" / "data" / "val" / "circle").is_dir()
