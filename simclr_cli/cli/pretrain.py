@@ -249,11 +249,10 @@ def pretrain_command(
         _console.stderr.print(f"[yellow]{escape(str(stop))}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(stop.exit_code) from None
     minutes, seconds = divmod(round(result.seconds), 60)
-    line = (
-        f"Saved [bold]{escape(str(result.model_path))}[/] · {result.steps} steps · "
-        f"loss {result.final_loss:.4f} · {result.images_per_second:.0f} img/s · "
-        f"{minutes}m{seconds:02d}s"
-    )
+    line = f"Saved [bold]{escape(str(result.model_path))}[/] · {result.steps} steps · "
+    if result.steps > result.resumed_from:  # A resumed run that was already finished trains none.
+        line += f"loss {result.final_loss:.4f} · {result.images_per_second:.0f} img/s · "
+    line += f"{minutes}m{seconds:02d}s"
     if result.resumed_from:
         line += f" · resumed from step {result.resumed_from}"
     if result.skipped_images:

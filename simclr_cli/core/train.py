@@ -400,7 +400,7 @@ def pretrain(
         steps=step,
         images_seen=images_seen,
         final_loss=last_loss,
-        images_per_second=images_seen / seconds if seconds > 0 else 0.0,
+        images_per_second=(images_seen - position.images_seen) / seconds if seconds > 0 else 0.0,
         seconds=seconds,
         skipped_images=skipped,
         nonfinite_steps=guard.position.nonfinite_steps,
