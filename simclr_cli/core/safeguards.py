@@ -283,8 +283,8 @@ class RunGuard:
         number = self.signals.received or 0
         raise RunInterrupted(
             f"stopped by {name_of(number)} after step {self.position.step} of "
-            f"{self.total_steps}; checkpoint saved in {self.checkpoint_path}; run the same "
-            "command with --resume to continue",
+            f"{self.total_steps}; checkpoint saved in {self.checkpoint_path}; to continue, run "
+            f"the same command with --resume{self._instead_of_force()}",
             signal_number=number,
             step=self.position.step,
             checkpoint=self.checkpoint_path,
@@ -299,8 +299,12 @@ class RunGuard:
             f"training diverged: the loss or the gradients were not finite for "
             f"{self.nonfinite_in_row} steps in a row at step {self.position.step} "
             f"(learning rate {_short(learning_rate)}); {self.checkpoint_path} holds the weights "
-            "from before; continue with --resume and a lower --lr or --precision fp32"
+            f"from before; continue with --resume{self._instead_of_force()} and a lower --lr "
+            "or --precision fp32"
         )
+
+    def _instead_of_force(self) -> str:
+        return " instead of --force" if self.settings.get("force") else ""
 
     def _message(self, text: str) -> None:
         self.progress(ProgressEvent("message", "pretrain", text=text))

@@ -180,3 +180,15 @@ def test_find_resumable_checkpoint__refuses_other_settings_and_lone_models(tmp_p
     with pytest.raises(RunFolderError, match=r"no checkpoint\.safetensors"):
         find_resumable_checkpoint(lone, resume=True, settings=settings)
     assert find_resumable_checkpoint(tmp_path / "new", resume=True, settings=settings) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_capture_rng_states__restores_cuda_generators():
+    torch.cuda.manual_seed_all(4)
+    torch.rand(1, device="cuda")
+    tensors, structure = capture_rng_states()
+    assert any(key.startswith("rng.torch_cuda.") for key in tensors)
+    expected = torch.rand(3, device="cuda")
+    torch.cuda.manual_seed_all(9)
+    restore_rng_states(tensors, structure)
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
