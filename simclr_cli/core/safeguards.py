@@ -32,11 +32,13 @@ from .checkpoint import (
     CheckpointInterval,
     TrainingPosition,
     changed_settings,
+    parse_interval,
     restore_checkpoint,
     save_checkpoint,
 )
+from .config import BadImagePolicy, PretrainConfig
 from .errors import DiskFullError, RunInterrupted, TrainingDivergedError
-from .image_check import BadImage, SkippedImages
+from .image_check import SKIPPED_NAME, BadImage, SkippedImages
 from .progress import ProgressCallback, ProgressEvent, null_progress
 from .sampler import ResumableRandomSampler
 
@@ -308,6 +310,57 @@ class RunGuard:
 
     def _message(self, text: str) -> None:
         self.progress(ProgressEvent("message", "pretrain", text=text))
+
+
+def create_run_guard(
+    *,
+    config: PretrainConfig,
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: ResumableRandomSampler,
+    loader_generator: torch.Generator | None,
+    settings: dict[str, Any],
+    total_steps: int,
+    bad_images: Sequence[BadImage],
+    progress: ProgressCallback = null_progress,
+) -> RunGuard:
+    """The ``RunGuard`` of a pretraining run, with the header scan's bad images listed.
+
+    Args:
+        config: The run's settings (``checkpoint_every``, ``on_bad_image``, ``batch_size``).
+        run_dir: The run folder, already prepared.
+        model: The model being trained.
+        optimizer: Its optimiser.
+        sampler: The data order.
+        loader_generator: The DataLoader's generator.
+        settings: The resolved configuration, saved in checkpoints.
+        total_steps: Steps of the whole run.
+        bad_images: Files the header scan found unusable; listed in ``RUN/skipped.txt``.
+        progress: Receives ``message`` events.
+    """
+    skipped = SkippedImages(
+        Path(run_dir) / SKIPPED_NAME, fail=config.on_bad_image is BadImagePolicy.fail
+    )
+    already_listed = bool(skipped.listed)
+    skipped.record(bad_images)
+    if bad_images and not already_listed:
+        text = f"{len(bad_images)} files are not images and are skipped (listed in {skipped.path})"
+        progress(ProgressEvent("message", "pretrain", text=text))
+    return RunGuard(
+        run_dir=run_dir,
+        model=model,
+        optimizer=optimizer,
+        sampler=sampler,
+        loader_generator=loader_generator,
+        settings=settings,
+        interval=parse_interval(config.checkpoint_every),
+        batch_size=config.batch_size,
+        batches_per_epoch=sampler.num_items // config.batch_size,
+        total_steps=total_steps,
+        skipped=skipped,
+        progress=progress,
+    )
 
 
 def _short(value: float) -> str:

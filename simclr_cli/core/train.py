@@ -26,22 +26,16 @@ from .augment import (
     default_crop_fraction,
     resolve_preset,
 )
-from .checkpoint import find_resumable_checkpoint, parse_interval
+from .checkpoint import find_resumable_checkpoint
 from .config import PretrainConfig, config_to_dict
 from .data import PairDataset, collate_pairs, find_images
 from .errors import DataError, RunFolderError
-from .image_check import (
-    SKIPPED_NAME,
-    SkippedImages,
-    describe_bad_images,
-    refuse_bad_images,
-    scan_images,
-)
+from .image_check import describe_bad_images, refuse_bad_images, scan_images
 from .model import SimCLRModel, create_simclr_model
 from .nt_xent import nt_xent_loss
 from .optim import create_optimizer, learning_rate_at, scaled_learning_rate
 from .progress import ProgressCallback, ProgressEvent, null_progress
-from .safeguards import RunGuard
+from .safeguards import create_run_guard
 from .sampler import ResumableRandomSampler
 from .serialization import atomic_write, save_model
 
@@ -276,31 +270,18 @@ def pretrain(
     atomic_write(run_dir / "config.toml", lambda p: Path(p).write_text(config_text))
 
     # Checkpoints, resume, stop signals, non-finite steps and bad images (see safeguards.py).
-    skipped_list = SkippedImages(run_dir / SKIPPED_NAME, fail=config.on_bad_image.value == "fail")
-    skipped_list.record(bad_images)
-    guard = RunGuard(
+    guard = create_run_guard(
+        config=config,
         run_dir=run_dir,
         model=model,
         optimizer=optimizer,
         sampler=sampler,
         loader_generator=generator,
         settings=settings,
-        interval=parse_interval(config.checkpoint_every),
-        batch_size=config.batch_size,
-        batches_per_epoch=len(paths) // config.batch_size,
         total_steps=total_steps,
-        skipped=skipped_list,
+        bad_images=bad_images,
         progress=progress,
     )
-    if bad_images and checkpoint is None:
-        progress(
-            ProgressEvent(
-                "message",
-                "pretrain",
-                text=f"{len(bad_images)} files are not images and are skipped "
-                f"(listed in {run_dir / SKIPPED_NAME})",
-            )
-        )
     position = guard.resume(checkpoint)
     metrics_file = open(run_dir / "metrics.jsonl", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
