@@ -41,6 +41,7 @@ from .errors import DiskFullError, RunInterrupted, TrainingDivergedError
 from .image_check import SKIPPED_NAME, BadImage, SkippedImages
 from .progress import ProgressCallback, ProgressEvent, null_progress
 from .sampler import ResumableRandomSampler
+from .serialization import atomic_write
 
 #: Non-finite steps in a row after which the run stops as diverged.
 MAX_NONFINITE_IN_ROW = 5
@@ -73,7 +74,9 @@ def trim_metrics(path: Path, *, last_step: int) -> None:
         except (json.JSONDecodeError, AttributeError):
             continue  # A line cut short by the crash.
         kept.append(line + "\n")
-    path.write_text("".join(kept), encoding="utf-8")
+    atomic_write(
+        path, lambda temporary: Path(temporary).write_text("".join(kept), encoding="utf-8")
+    )
 
 
 class RunGuard:

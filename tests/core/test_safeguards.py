@@ -16,6 +16,7 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
+from simclr_cli.core import safeguards
 from simclr_cli.core import train as train_module
 from simclr_cli.core._signals import StopSignals
 from simclr_cli.core.checkpoint import read_checkpoint
@@ -201,3 +202,22 @@ def test_pretrain__full_disk_keeps_checkpoint_and_says_how_to_continue(
     monkeypatch.undo()
     result = pretrain(config=tiny_config(shapes_dir, out, max_steps=2, resume=True))
     assert result.model_path.exists() and result.resumed_from == 2
+
+
+def test_pretrain__time_interval_checkpoints_when_the_period_has_passed(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    clock = {"now": 0.0}
+
+    def eleven_minutes_per_call() -> float:
+        clock["now"] += 660.0
+        return clock["now"]
+
+    monkeypatch.setattr(safeguards.time, "monotonic", eleven_minutes_per_call)
+    messages: list[str] = []
+    pretrain(
+        config=tiny_config(shapes_dir, tmp_path / "run", max_steps=3, checkpoint_every="10m"),
+        progress=lambda event: messages.append(event.text),
+    )
+    saved = [text for text in messages if text.startswith("checkpoint saved")]
+    assert saved == [f"checkpoint saved at step {step}" for step in (1, 2, 3)]
