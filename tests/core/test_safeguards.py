@@ -169,7 +169,7 @@ def test_pretrain__diverged_run_stops_with_checkpoint_from_before(
     _poison_steps(monkeypatch, set(range(2, 100)))
     out = tmp_path / "run"
     with pytest.raises(TrainingDivergedError, match="--precision fp32") as error:
-        pretrain(config=tiny_config(shapes_dir, out, max_steps=20))
+        pretrain(config=tiny_config(shapes_dir, out, max_steps=8))
     assert "--lr" in str(error.value) and "--resume" in str(error.value)
     checkpoint = read_checkpoint(out / "checkpoint.safetensors")
     assert checkpoint.position.step == 1 + MAX_NONFINITE_IN_ROW
@@ -178,9 +178,9 @@ def test_pretrain__diverged_run_stops_with_checkpoint_from_before(
     # The remedy: continue from the checkpoint in fp32 (now with finite losses).
     monkeypatch.undo()
     result = pretrain(
-        config=tiny_config(shapes_dir, out, max_steps=20, resume=True, precision="fp32")
+        config=tiny_config(shapes_dir, out, max_steps=8, resume=True, precision="fp32")
     )
-    assert result.steps == 20 and result.resumed_from == 1 + MAX_NONFINITE_IN_ROW
+    assert result.steps == 8 and result.resumed_from == 1 + MAX_NONFINITE_IN_ROW
 
 
 def test_pretrain__full_disk_keeps_checkpoint_and_says_how_to_continue(
