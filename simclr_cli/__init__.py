@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from .core.augment import create_eval_transform, create_view_transform
 from .core.backbone import create_backbone
 from .core.config import (
+    BadImagePolicy,
     DemoConfig,
     DeviceName,
     EmbedConfig,
@@ -34,6 +35,7 @@ from .core.train import PretrainResult, pretrain
 
 __all__ = [
     "LARS",
+    "BadImagePolicy",
     "DemoConfig",
     "DeviceName",
     "EmbedConfig",

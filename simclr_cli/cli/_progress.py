@@ -72,7 +72,9 @@ class RichProgress:
             return
         if event.kind == "start":
             label = TASK_LABELS.get(event.task, event.task.capitalize())
-            self._tasks[event.task] = self._progress.add_task(label, total=event.total, info="")
+            self._tasks[event.task] = self._progress.add_task(
+                label, total=event.total, completed=event.completed, info=""
+            )
             return
         task = self._tasks.get(event.task)
         if task is None:

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..core.config import (
+    BadImagePolicy,
     DeviceName,
     HeadVersion,
     LRScaling,
@@ -18,6 +19,7 @@ from ..core.config import (
     PretrainConfig,
     Stem,
 )
+from ..core.errors import RunInterrupted
 from ..core.train import pretrain
 from . import _console
 from ._errors import handle_errors
@@ -43,6 +45,8 @@ EPILOG = """[bold]Examples[/]
   simclr pretrain ./cifar/train --image-size 32 --epochs 50 --batch-size 512 --out runs/cifar
 
   simclr pretrain ./photos --backbone resnet50 --optimizer lars --lr-scaling sqrt --epochs 200
+
+  simclr pretrain ./photos --out runs/long --checkpoint-every 30m --resume
 """
 
 
@@ -172,12 +176,39 @@ def pretrain_command(
             "--force", help="Replace the files of an existing run in --out.", rich_help_panel=RUN
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out from its checkpoint (same settings required; "
+            "starts it when there is none yet).",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
+    checkpoint_every: Annotated[
+        str,
+        typer.Option(
+            "--checkpoint-every",
+            help="Save RUN/checkpoint.safetensors every N steps (500) or every period (30s, "
+            "10m, 2h), and at the end.",
+            rich_help_panel=RUN,
+        ),
+    ] = "10m",
+    on_bad_image: Annotated[
+        BadImagePolicy,
+        typer.Option(
+            "--on-bad-image",
+            help="skip: leave unreadable files out (listed in RUN/skipped.txt); fail: stop.",
+            rich_help_panel=RUN,
+        ),
+    ] = BadImagePolicy.skip,
     quiet: QuietOption = False,
 ) -> None:
     """Pretrain an encoder with SimCLR on a folder of images. [dim]simclr pretrain ./images[/]
 
-    Writes RUN/model.safetensors (backbone + head + metadata), RUN/metrics.jsonl and
-    RUN/config.toml.
+    Writes RUN/model.safetensors (backbone + head + metadata), RUN/metrics.jsonl,
+    RUN/config.toml and RUN/checkpoint.safetensors. Ctrl-C (or SIGTERM) stops after the current
+    step with a checkpoint; --resume continues from it.
     """
     config = PretrainConfig(
         data=data,
@@ -206,17 +237,29 @@ def pretrain_command(
         device=device,
         log_every=log_every,
         force=force,
+        resume=resume,
+        checkpoint_every=checkpoint_every,
+        on_bad_image=on_bad_image,
     )
-    with create_progress(quiet=quiet) as progress:
-        result = pretrain(config=config, progress=progress)
+    try:
+        with create_progress(quiet=quiet) as progress:
+            result = pretrain(config=config, progress=progress)
+    except RunInterrupted as stop:
+        # A requested stop, not an error: say where the checkpoint is and how to continue.
+        _console.stderr.print(f"[yellow]{escape(str(stop))}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(stop.exit_code) from None
     minutes, seconds = divmod(round(result.seconds), 60)
-    line = (
-        f"Saved [bold]{escape(str(result.model_path))}[/] · {result.steps} steps · "
-        f"loss {result.final_loss:.4f} · {result.images_per_second:.0f} img/s · "
-        f"{minutes}m{seconds:02d}s"
-    )
+    line = f"Saved [bold]{escape(str(result.model_path))}[/] · {result.steps} steps · "
+    if result.steps > result.resumed_from:  # A resumed run that was already finished trains none.
+        line += f"loss {result.final_loss:.4f} · {result.images_per_second:.0f} img/s · "
+    line += f"{minutes}m{seconds:02d}s"
+    if result.resumed_from:
+        line += f" · resumed from step {result.resumed_from}"
     if result.skipped_images:
-        line += f" · [yellow]{result.skipped_images} unreadable images skipped[/]"
+        listed = escape(str(result.run_dir / "skipped.txt"))
+        line += f" · [yellow]{result.skipped_images} unreadable images skipped ({listed})[/]"
+    if result.nonfinite_steps:
+        line += f" · [yellow]{result.nonfinite_steps} non-finite steps skipped[/]"
     _console.stdout.print(line, highlight=False, soft_wrap=True)
     if not quiet:
         _console.stdout.print(

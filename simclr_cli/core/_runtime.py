@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
 from functools import lru_cache
 from pathlib import Path
 
@@ -73,7 +74,13 @@ def seed_everything(seed: int) -> None:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give NumPy and ``random`` the worker's torch seed."""
+    """DataLoader ``worker_init_fn``: give NumPy and ``random`` the worker's torch seed.
+
+    Workers also ignore SIGINT and SIGTERM: a Ctrl-C or a scheduler's SIGTERM reaches the whole
+    process group, and the main process, which checkpoints before it stops, ends the workers.
+    """
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

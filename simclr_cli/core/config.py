@@ -63,6 +63,13 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class BadImagePolicy(str, Enum):
+    """What a run does with a file that is not a readable image: skip it (listed) or stop."""
+
+    skip = "skip"
+    fail = "fail"
+
+
 class DeviceName(str, Enum):
     """Where to compute: ``auto`` takes CUDA when it is present."""
 
@@ -105,6 +112,9 @@ class PretrainConfig:
     device: DeviceName = DeviceName.auto
     log_every: int = 10
     force: bool = False
+    resume: bool = False
+    checkpoint_every: str = "10m"
+    on_bad_image: BadImagePolicy = BadImagePolicy.skip
 
     def __post_init__(self) -> None:
         # Python callers may pass plain strings; the rest of the core relies on the enums.
@@ -119,6 +129,7 @@ class PretrainConfig:
         self.lr_scaling = _choice(LRScaling, self.lr_scaling, "--lr-scaling")
         self.precision = _choice(Precision, self.precision, "--precision")
         self.device = _choice(DeviceName, self.device, "--device")
+        self.on_bad_image = _choice(BadImagePolicy, self.on_bad_image, "--on-bad-image")
 
     def validate(self) -> None:
         """Refuse impossible values with a message that says how to fix them.
@@ -151,6 +162,11 @@ class PretrainConfig:
         if self.workers is not None and self.workers < 0:
             raise ConfigError("--workers must not be negative")
         _positive("--log-every", self.log_every)
+        if self.force and self.resume:
+            raise ConfigError("--force starts the run again and --resume continues it; give one")
+        from .checkpoint import parse_interval
+
+        parse_interval(self.checkpoint_every)
 
 
 @dataclass

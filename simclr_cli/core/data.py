@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .errors import DataError, ImageDecodeError
+from .image_check import BadImage
 
 #: File suffixes read as images, compared case-insensitively.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+#: Largest image decoded, in pixels: Pillow's own warning threshold (about 89 megapixels, a
+#: 9459 x 9459 image), refused rather than warned about, so that a small file claiming a huge
+#: size (a decompression bomb) cannot exhaust memory. ``SIMCLR_MAX_IMAGE_PIXELS`` changes it.
+MAX_IMAGE_PIXELS = int(os.environ.get("SIMCLR_MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS or 0))
 
 
 def is_image_path(path: Path) -> bool:
@@ -122,7 +128,17 @@ def load_rgb(path: Path) -> Image.Image:
         ImageDecodeError: When the file is not an image or is damaged.
     """
     try:
-        with Image.open(path) as image:
+        # Pillow warns about images over its pixel limit; a warning raised is a refusal.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image_file = Image.open(path)
+        with image_file as image:
+            pixels = image.width * image.height
+            if MAX_IMAGE_PIXELS and pixels > MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(
+                    f"{image.width} x {image.height} pixels is more than the limit of "
+                    f"{MAX_IMAGE_PIXELS} (SIMCLR_MAX_IMAGE_PIXELS)"
+                )
             image = ImageOps.exif_transpose(image)
             if image.mode != "RGB":
                 image = _to_rgb(image)
@@ -134,7 +150,9 @@ def load_rgb(path: Path) -> Image.Image:
         raise ImageDecodeError(path, "permission denied") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(path, "not an image file") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageDecodeError(path, f"refused as a possible decompression bomb: {error}") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise ImageDecodeError(path, str(error) or type(error).__name__) from None
 
 
@@ -153,8 +171,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 class PairDataset(Dataset):
     """Images of a folder, each returned as two independently augmented views.
 
-    A file that fails to decode gives ``None``; ``collate_pairs`` drops it and counts it, so one
-    bad file among thousands does not stop a run.
+    A file that fails to decode gives a ``BadImage`` (its path and the reason); ``collate_pairs``
+    drops it and passes it on to the training loop, so one bad file among thousands does not
+    stop a run and the loop can list it.
 
     Args:
         paths: Image files.
@@ -168,24 +187,29 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | BadImage:
         try:
             image = load_rgb(self.paths[index])
-        except ImageDecodeError:
-            return None
+        except ImageDecodeError as error:
+            return BadImage(str(self.paths[index]), error.reason)
         return self.transform(image), self.transform(image)
 
 
 def collate_pairs(
-    samples: list[tuple[torch.Tensor, torch.Tensor] | None],
-) -> tuple[torch.Tensor, torch.Tensor, int]:
+    samples: list[tuple[torch.Tensor, torch.Tensor] | BadImage | None],
+) -> tuple[torch.Tensor, torch.Tensor, list[BadImage]]:
     """Stack pairs of views into two batches, dropping images that failed to decode.
 
     Returns:
-        Views a (B, 3, S, S), views b (B, 3, S, S), and the number of dropped images.
+        Views a (B, 3, S, S), views b (B, 3, S, S), and the dropped images (their paths and
+        reasons; ``len`` of it is the number dropped).
     """
-    good = [s for s in samples if s is not None]
-    skipped = len(samples) - len(good)
+    good = [s for s in samples if s is not None and not isinstance(s, BadImage)]
+    skipped = [
+        s if s is not None else BadImage("<unknown>", "could not be decoded")
+        for s in samples
+        if s is None or isinstance(s, BadImage)
+    ]
     if not good:
         return torch.empty(0), torch.empty(0), skipped
     return torch.stack([s[0] for s in good]), torch.stack([s[1] for s in good]), skipped

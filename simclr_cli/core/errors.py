@@ -7,6 +7,8 @@ line on stderr and an exit code: ``exit_code`` is 1 for bad input and 2 for bad 
 
 from __future__ import annotations
 
+import os
+
 
 class SimCLRError(Exception):
     """Base class of every error caused by the user's input or environment."""
@@ -34,8 +36,10 @@ class ImageDecodeError(DataError):
     def __init__(self, path: object, reason: str) -> None:
         self.path = path
         self.reason = reason
+        # File names that are not UTF-8 are shown with \xNN escapes, so that they can be printed.
+        shown = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
         super().__init__(
-            f"cannot read image {path}: {reason}; remove the file or convert it to JPEG or PNG"
+            f"cannot read image {shown}: {reason}; remove the file or convert it to JPEG or PNG"
         )
 
 
@@ -49,3 +53,32 @@ class ModelFileError(SimCLRError):
 
 class RunFolderError(SimCLRError):
     """A run folder that would be overwritten or cannot be written."""
+
+
+class CheckpointError(RunFolderError):
+    """A checkpoint that cannot be read or does not fit the run being resumed."""
+
+
+class DiskFullError(RunFolderError):
+    """The disk filled up while a file was written; the previous version of the file is kept."""
+
+
+class RunInterrupted(SimCLRError):
+    """A run stopped by SIGINT or SIGTERM after saving a checkpoint; ``--resume`` continues it.
+
+    Attributes:
+        signal_number: The signal received; the exit code is 128 plus it (130 or 143).
+        step: The step the checkpoint holds.
+        checkpoint: The checkpoint file.
+    """
+
+    def __init__(self, message: str, *, signal_number: int, step: int, checkpoint: object):
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.step = step
+        self.checkpoint = checkpoint
+        self.exit_code = 128 + signal_number
+
+
+class TrainingDivergedError(SimCLRError):
+    """The loss or the gradients stayed non-finite for several steps in a row."""

@@ -8,6 +8,7 @@ into ``timm.create_model(name, num_classes=0)`` with the same stem), head tensor
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import struct
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .errors import BackboneError, ModelFileError
+from .errors import BackboneError, DiskFullError, ModelFileError
 from .model import ModelMetadata, SimCLRModel
 
 #: Value of the ``format`` metadata key in every file this package writes.
@@ -35,18 +36,31 @@ def atomic_write(path: Path, write: Any) -> None:
     Args:
         path: Destination.
         write: Callable that writes the content to the temporary path it is given.
+
+    Raises:
+        DiskFullError: When the disk or quota fills up; the old file stays as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
+        os.close(handle)
         write(temporary)
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as error:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+            raise DiskFullError(
+                f"no space left on the disk while writing {path} ({kept}); free some space "
+                "and try again"
+            ) from None
         raise
 
 

@@ -26,17 +26,27 @@ from .augment import (
     default_crop_fraction,
     resolve_preset,
 )
+from .checkpoint import find_resumable_checkpoint
 from .config import PretrainConfig, config_to_dict
 from .data import PairDataset, collate_pairs, find_images
 from .errors import DataError, RunFolderError
+from .image_check import describe_bad_images, refuse_bad_images, scan_images
 from .model import SimCLRModel, create_simclr_model
 from .nt_xent import nt_xent_loss
 from .optim import create_optimizer, learning_rate_at, scaled_learning_rate
 from .progress import ProgressCallback, ProgressEvent, null_progress
+from .safeguards import create_run_guard
+from .sampler import ResumableRandomSampler
 from .serialization import atomic_write, save_model
 
 #: Files a run writes; ``--force`` removes exactly these before starting again.
-RUN_FILES = ("model.safetensors", "metrics.jsonl", "config.toml")
+RUN_FILES = (
+    "model.safetensors",
+    "metrics.jsonl",
+    "config.toml",
+    "checkpoint.safetensors",
+    "skipped.txt",
+)
 
 
 @dataclass
@@ -52,6 +62,8 @@ class PretrainResult:
         images_per_second: Throughput over the whole run.
         seconds: Wall time of the training loop.
         skipped_images: Images dropped because they could not be decoded.
+        nonfinite_steps: Steps whose update was skipped for a non-finite loss or gradient.
+        resumed_from: The step the run resumed from (0 for a new run).
     """
 
     run_dir: Path
@@ -62,6 +74,8 @@ class PretrainResult:
     images_per_second: float
     seconds: float
     skipped_images: int
+    nonfinite_steps: int = 0
+    resumed_from: int = 0
 
 
 def default_workers() -> int:
@@ -149,6 +163,15 @@ def pretrain(
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     paths = find_images(config.data)
+    # Files that cannot be images at all are found now, before the first step.
+    paths, bad_images = scan_images(paths)
+    if config.on_bad_image.value == "fail":
+        refuse_bad_images(bad_images, config.data)
+    if not paths:
+        raise DataError(
+            f"none of the images in {config.data} could be decoded "
+            f"({describe_bad_images(bad_images)}); check the files"
+        )
     if len(paths) < config.batch_size:
         raise DataError(
             f"{config.data} has {len(paths)} images, fewer than --batch-size "
@@ -208,10 +231,11 @@ def pretrain(
         std=DEFAULT_STD,
     )
     generator = torch.Generator().manual_seed(config.seed)
+    sampler = ResumableRandomSampler(len(paths), seed=config.seed)
     loader = DataLoader(
         PairDataset(paths, transform),
         batch_size=config.batch_size,
-        shuffle=True,
+        sampler=sampler,
         drop_last=True,
         num_workers=workers,
         collate_fn=collate_pairs,
@@ -221,8 +245,7 @@ def pretrain(
         generator=generator,
     )
 
-    # The run folder and its resolved configuration.
-    run_dir = prepare_run_folder(config.out, force=config.force)
+    # The run folder and its resolved configuration; --resume continues a run of the same one.
     resolved = config_to_dict(config)
     resolved.update(
         {
@@ -236,25 +259,48 @@ def pretrain(
             "device": device.type,
         }
     )
-    config_text = _toml.dumps(
-        {"pretrain": resolved, "plan": {"total_steps": total_steps, "warmup_steps": warmup_steps}}
-    )
+    plan = {"total_steps": total_steps, "warmup_steps": warmup_steps}
+    settings = {**resolved, **plan, "num_images": len(paths)}
+    checkpoint = find_resumable_checkpoint(config.out, resume=config.resume, settings=settings)
+    if checkpoint is None:
+        run_dir = prepare_run_folder(config.out, force=config.force or config.resume)
+    else:
+        run_dir = Path(config.out)
+    config_text = _toml.dumps({"pretrain": resolved, "plan": plan})
     atomic_write(run_dir / "config.toml", lambda p: Path(p).write_text(config_text))
+
+    # Checkpoints, resume, stop signals, non-finite steps and bad images (see safeguards.py).
+    guard = create_run_guard(
+        config=config,
+        run_dir=run_dir,
+        model=model,
+        optimizer=optimizer,
+        sampler=sampler,
+        loader_generator=generator,
+        settings=settings,
+        total_steps=total_steps,
+        bad_images=bad_images,
+        progress=progress,
+    )
+    position = guard.resume(checkpoint)
     metrics_file = open(run_dir / "metrics.jsonl", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     # The training loop.
-    progress(ProgressEvent("start", "pretrain", total=total_steps))
+    progress(ProgressEvent("start", "pretrain", total=total_steps, completed=position.step))
     model.train()
-    steps_per_epoch = max(1, len(loader))
-    step, epoch, images_seen, skipped = 0, 0, 0, 0
+    steps_per_epoch = max(1, len(paths) // config.batch_size)
+    step, epoch, images_seen = position.step, position.epoch, position.images_seen
+    skipped = position.skipped_images if checkpoint else len(bad_images)
     window_loss, window_steps, window_images = 0.0, 0, 0
     last_loss = float("nan")
     started = window_started = time.perf_counter()
+    guard.install()
     try:
         while step < total_steps:
             steps_before_epoch = step
+            guard.start_epoch(epoch)
             for views_a, views_b, dropped in loader:
-                skipped += dropped
+                skipped += guard.note_batch(dropped)
                 if views_a.shape[0] < 2:
                     continue
                 # Learning rate from the step alone, so a re-planned run follows the same curve.
@@ -275,16 +321,18 @@ def pretrain(
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                # A non-finite loss or gradient skips the update; several in a row stop the run.
+                if guard.update_is_finite(loss, step=step):
+                    optimizer.step()
+                    window_loss += loss.item()
+                    window_steps += 1
                 step += 1
                 images_seen += views_a.shape[0]
-                window_loss += loss.item()
-                window_steps += 1
                 window_images += views_a.shape[0]
                 # Log a line and report progress every log_every steps and at the end.
                 if step % config.log_every == 0 or step == total_steps:
                     now = time.perf_counter()
-                    last_loss = window_loss / window_steps
+                    last_loss = window_loss / window_steps if window_steps else float("nan")
                     record = {
                         "step": step,
                         "epoch": round(step / steps_per_epoch, 4),
@@ -304,6 +352,8 @@ def pretrain(
                     progress(
                         ProgressEvent("advance", "pretrain", total=total_steps, completed=step)
                     )
+                # Checkpoint when due and at the end; stop here after SIGINT/SIGTERM.
+                guard.after_step(step=step, epoch=epoch, images_seen=images_seen, skipped=skipped)
                 if step >= total_steps:
                     break
             if step == steps_before_epoch:
@@ -311,7 +361,11 @@ def pretrain(
                     f"none of the images in {config.data} could be decoded; check the files"
                 )
             epoch += 1
+    except Exception:
+        guard.stop_if_signalled()
+        raise
     finally:
+        guard.uninstall()
         metrics_file.close()
     seconds = time.perf_counter() - started
     progress(ProgressEvent("end", "pretrain", total=total_steps, completed=step))
@@ -319,14 +373,17 @@ def pretrain(
     # Save the encoder with everything needed to rebuild it.
     model.metadata = model.metadata.replace(steps=step, images_seen=images_seen)
     model_path = run_dir / "model.safetensors"
-    save_model(model_path, model)
+    with guard.disk_full_hint():
+        save_model(model_path, model)
     return PretrainResult(
         run_dir=run_dir,
         model_path=model_path,
         steps=step,
         images_seen=images_seen,
         final_loss=last_loss,
-        images_per_second=images_seen / seconds if seconds > 0 else 0.0,
+        images_per_second=(images_seen - position.images_seen) / seconds if seconds > 0 else 0.0,
         seconds=seconds,
         skipped_images=skipped,
+        nonfinite_steps=guard.position.nonfinite_steps,
+        resumed_from=checkpoint.position.step if checkpoint else 0,
     )

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from simclr_cli.cli import pretrain as pretrain_module
 from simclr_cli.cli.app import app
+from simclr_cli.core.checkpoint import read_checkpoint
+from simclr_cli.core.errors import RunInterrupted
 from simclr_cli.core.serialization import read_metadata
 
 runner = CliRunner()
@@ -69,3 +78,82 @@ def test_pretrain__existing_run_needs_force(shapes_dir: Path, tmp_path: Path):
 def test_pretrain__help_shows_examples():
     result = runner.invoke(app, ["pretrain", "--help"])
     assert result.exit_code == 0 and "simclr pretrain ./images --out runs/first" in result.output
+
+
+def test_pretrain__resume_continues_and_refuses_other_settings(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    args = ["pretrain", str(shapes_dir), "--out", str(out), *TINY]
+    assert runner.invoke(app, [*args, "--quiet", "--checkpoint-every", "1"]).exit_code == 0
+    again = runner.invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "resumed from step 2" in again.output
+    other = runner.invoke(app, [*args, "--resume", "--seed", "7", "--temperature", "0.2"])
+    assert other.exit_code == 1
+    assert "seed 0 -> 7" in other.output and "temperature 0.5 -> 0.2" in other.output
+
+
+def test_pretrain__resume_and_force_together_are_a_usage_error(shapes_dir: Path, tmp_path: Path):
+    args = ["pretrain", str(shapes_dir), "--out", str(tmp_path / "run"), *TINY]
+    result = runner.invoke(app, [*args, "--resume", "--force"])
+    assert result.exit_code == 2 and "give one" in result.output
+    result = runner.invoke(app, [*args, "--checkpoint-every", "soon"])
+    assert result.exit_code == 2 and "--checkpoint-every" in result.output
+
+
+def test_pretrain__bad_images_are_counted_in_the_summary(tmp_path: Path, shapes_dir: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in sorted(shapes_dir.rglob("*.png"))[:8]:
+        (data / path.name).write_bytes(path.read_bytes())
+    (data / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["pretrain", str(data), "--out", str(out), *TINY, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable images skipped" in result.output and "skipped.txt" in result.output
+    failed = runner.invoke(
+        app, ["pretrain", str(data), "--out", str(tmp_path / "r2"), *TINY, "--on-bad-image", "fail"]
+    )
+    assert failed.exit_code == 1 and "empty.jpg: empty file" in failed.output
+
+
+def test_pretrain__interrupted_run_exits_with_signal_code_and_resume_hint(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def stopped(**_: object) -> None:
+        raise RunInterrupted(
+            "stopped by SIGINT after step 3 of 9; run the same command with --resume",
+            signal_number=signal.SIGINT,
+            step=3,
+            checkpoint=tmp_path / "checkpoint.safetensors",
+        )
+
+    monkeypatch.setattr(pretrain_module, "pretrain", stopped)
+    result = runner.invoke(app, ["pretrain", str(shapes_dir), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 130 and "--resume" in result.output
+
+
+def test_pretrain__sigterm_to_the_process_group_checkpoints_and_exits_143(
+    shapes_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "simclr_cli", "pretrain", str(shapes_dir), "--out", str(out)]
+    command += [*TINY[:-4], "--max-steps", "100000", "--workers", "1", "--log-every", "1"]
+    process = subprocess.Popen(
+        command,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # Its own process group, as a scheduler's job would have.
+    )
+    deadline = time.monotonic() + 240
+    metrics = out / "metrics.jsonl"
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.2)
+    # The data worker gets the signal too; it ignores it and the main process checkpoints.
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 143, stderr.decode()[-2000:]
+    assert "--resume" in stderr.decode()
+    assert read_checkpoint(out / "checkpoint.safetensors").position.step >= 2

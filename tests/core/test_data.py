@@ -17,6 +17,7 @@ from simclr_cli.core.data import (
     load_rgb,
 )
 from simclr_cli.core.errors import DataError, ImageDecodeError
+from simclr_cli.core.image_check import BadImage
 
 
 def _save(path: Path, image: Image.Image, **options: object) -> Path:
@@ -100,7 +101,8 @@ def test_load_rgb__non_image_raises_decode_error(tmp_path: Path):
         load_rgb(path)
 
 
-def test_collate_pairs__drops_failed_images_and_counts_them():
+def test_collate_pairs__drops_failed_images_and_passes_them_on():
     pair = (torch.zeros(3, 4, 4), torch.ones(3, 4, 4))
-    views_a, views_b, skipped = collate_pairs([pair, None, pair])
-    assert views_a.shape == (2, 3, 4, 4) and views_b.sum() > 0 and skipped == 1
+    bad = BadImage("/data/cut.jpg", "image file is truncated")
+    views_a, views_b, skipped = collate_pairs([pair, bad, pair])
+    assert views_a.shape == (2, 3, 4, 4) and views_b.sum() > 0 and skipped == [bad]

@@ -112,3 +112,29 @@ def test_load_model__shape_mismatch_raises(trained_model: Path, tmp_path: Path):
     save_file(tensors, str(path), metadata=raw)
     with pytest.raises(ModelFileError, match="do not match"):
         load_model(path)
+
+
+def test_load_model__unknown_backbone_in_metadata_raises(trained_model: Path, tmp_path: Path):
+    header = trained_model.read_bytes()[
+        8 : 8 + struct.unpack("<Q", trained_model.read_bytes()[:8])[0]
+    ]
+    raw = json.loads(header)["__metadata__"]
+    raw["backbone"] = "resnet_from_the_future"
+    path = tmp_path / "unknown.safetensors"
+    save_file(load_file(str(trained_model)), str(path), metadata=raw)
+    with pytest.raises(ModelFileError, match="cannot build"):
+        load_model(path)
+
+
+def test_load_model__pickle_file_is_refused_without_unpickling(tmp_path: Path):
+    marker = tmp_path / "unpickled"
+
+    class Trap:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "model.safetensors"
+    torch.save({"weight": torch.zeros(2), "trap": Trap()}, path)
+    with pytest.raises(ModelFileError, match="not a safetensors"):
+        load_model(path)
+    assert not marker.exists()

@@ -101,8 +101,14 @@ def test_pretrain__unreadable_images_are_skipped_and_counted(tmp_path: Path):
         Image.new("RGB", (32, 32), (index * 20, 0, 0)).save(data / f"{index}.png")
     (data / "broken.jpg").write_bytes(b"not a jpeg")
     (data / "empty.png").write_bytes(b"")
-    result = pretrain(config=tiny_config(data, tmp_path / "run", batch_size=12, max_steps=2))
-    assert result.steps == 2 and result.skipped_images == 4
+    result = pretrain(config=tiny_config(data, tmp_path / "run", batch_size=8, max_steps=2))
+    # The header scan finds both before the first step; they are counted once and listed.
+    assert result.steps == 2 and result.skipped_images == 2
+    listed = (tmp_path / "run" / "skipped.txt").read_text().splitlines()
+    assert [line.split("\t") for line in listed] == [
+        [str(data / "broken.jpg"), "not an image file"],
+        [str(data / "empty.png"), "empty file"],
+    ]
 
 
 def test_pretrain__folder_of_only_broken_images_fails_clearly(tmp_path: Path):
