@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from ..core.budget import format_duration, parse_duration
 from ..core.config import (
     DeviceName,
     HeadVersion,
@@ -39,6 +40,8 @@ RUN = "Run"
 EPILOG = """[bold]Examples[/]
 
   simclr pretrain ./images --out runs/first
+
+  simclr pretrain ./cifar/train --image-size 32 --time-budget 10m --val ./cifar/val
 
   simclr pretrain ./cifar/train --image-size 32 --epochs 50 --batch-size 512 --out runs/cifar
 
@@ -172,6 +175,30 @@ def pretrain_command(
             "--force", help="Replace the files of an existing run in --out.", rich_help_panel=RUN
         ),
     ] = False,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit the run into this wall time, saving included (265s, 10m, 2h); the step "
+            "count is planned from the measured speed and overrides --epochs.",
+            rich_help_panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
+    val: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled folder (one sub-folder per class) for an online kNN monitor.",
+            rich_help_panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            help="Steps between kNN evaluations on --val (kept under 10% of the time).",
+            rich_help_panel=RUN,
+        ),
+    ] = 100,
     quiet: QuietOption = False,
 ) -> None:
     """Pretrain an encoder with SimCLR on a folder of images. [dim]simclr pretrain ./images[/]
@@ -206,6 +233,9 @@ def pretrain_command(
         device=device,
         log_every=log_every,
         force=force,
+        time_budget=None if time_budget is None else parse_duration(time_budget),
+        val=val,
+        eval_every=eval_every,
     )
     with create_progress(quiet=quiet) as progress:
         result = pretrain(config=config, progress=progress)
@@ -215,6 +245,11 @@ def pretrain_command(
         f"loss {result.final_loss:.4f} · {result.images_per_second:.0f} img/s · "
         f"{minutes}m{seconds:02d}s"
     )
+    if config.time_budget is not None:
+        line += (
+            f" · {format_duration(result.total_seconds)} of a "
+            f"{format_duration(config.time_budget)} budget"
+        )
     if result.skipped_images:
         line += f" · [yellow]{result.skipped_images} unreadable images skipped[/]"
     _console.stdout.print(line, highlight=False, soft_wrap=True)

@@ -26,10 +26,12 @@ from .augment import (
     default_crop_fraction,
     resolve_preset,
 )
+from .budget import TimeBudget, budget_stem
 from .config import PretrainConfig, config_to_dict
 from .data import PairDataset, collate_pairs, find_images
 from .errors import DataError, RunFolderError
 from .model import SimCLRModel, create_simclr_model
+from .monitor import KnnMonitor
 from .nt_xent import nt_xent_loss
 from .optim import create_optimizer, learning_rate_at, scaled_learning_rate
 from .progress import ProgressCallback, ProgressEvent, null_progress
@@ -52,6 +54,7 @@ class PretrainResult:
         images_per_second: Throughput over the whole run.
         seconds: Wall time of the training loop.
         skipped_images: Images dropped because they could not be decoded.
+        total_seconds: Wall time of the whole call, saving included (what --time-budget bounds).
     """
 
     run_dir: Path
@@ -62,6 +65,7 @@ class PretrainResult:
     images_per_second: float
     seconds: float
     skipped_images: int
+    total_seconds: float = 0.0
 
 
 def default_workers() -> int:
@@ -144,8 +148,11 @@ def pretrain(
     Raises:
         SimCLRError: For bad input, before the run folder is created.
     """
-    # Check the settings and the data before anything is written.
+    # Check the settings and the data before anything is written; a time budget starts now.
     config.validate()
+    budget = (
+        TimeBudget(config.time_budget, max_steps=config.max_steps) if config.time_budget else None
+    )
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     paths = find_images(config.data)
@@ -177,7 +184,7 @@ def pretrain(
     seed_everything(config.seed)
     model = create_simclr_model(
         backbone=config.backbone,
-        stem=config.stem.value,
+        stem=budget_stem(config.stem, config.time_budget).value,
         image_size=config.image_size,
         init_weights=config.init_weights,
         head=config.head.value,
@@ -198,6 +205,13 @@ def pretrain(
         learning_rate=peak_lr,
         weight_decay=config.weight_decay,
     )
+
+    # The online kNN monitor reads its labelled images now, so a bad --val fails early.
+    monitor = None
+    if config.val is not None:
+        monitor = KnnMonitor(
+            config.val, metadata=model.metadata, every=config.eval_every, device=device
+        )
 
     # Data: two random views of every image, decoded and augmented in worker processes.
     transform = create_view_transform(
@@ -278,6 +292,16 @@ def pretrain(
                 optimizer.step()
                 step += 1
                 images_seen += views_a.shape[0]
+                # With --time-budget, the measured speed fixes (and corrects) the step count.
+                if budget is not None:
+                    total_steps = budget.plan(step, total_steps)
+                    warmup_steps = round(config.warmup_fraction * total_steps)
+                # The online kNN monitor on --val, within its share of the time.
+                if monitor is not None and (monitor.due(step) or step == total_steps):
+                    evaluation = monitor.evaluate(
+                        model.backbone, step=step, autocast_context=autocast(precision, device)
+                    )
+                    metrics_file.write(json.dumps(evaluation) + "\n")
                 window_loss += loss.item()
                 window_steps += 1
                 window_images += views_a.shape[0]
@@ -291,6 +315,7 @@ def pretrain(
                         "loss": round(last_loss, 6),
                         "lr": lr,
                         "images_per_second": round(window_images / (now - window_started), 2),
+                        **(monitor.latest if monitor is not None else {}),
                     }
                     metrics_file.write(json.dumps(record) + "\n")
                     window_loss, window_steps, window_images = 0.0, 0, 0
@@ -329,4 +354,5 @@ def pretrain(
         images_per_second=images_seen / seconds if seconds > 0 else 0.0,
         seconds=seconds,
         skipped_images=skipped,
+        total_seconds=budget.elapsed() if budget is not None else time.perf_counter() - started,
     )
