@@ -128,6 +128,10 @@ class TimeBudget:
         Returns:
             The total to use from now on; ``step`` itself means "stop now".
         """
+        total = self._plan(step, total_steps)
+        return total if self.max_steps is None else min(total, self.max_steps)
+
+    def _plan(self, step: int, total_steps: int) -> int:
         now = self.clock()
         if self.first_step_time is None:
             # The first step carries worker start-up and allocator warm-up: measure after it.
@@ -151,8 +155,6 @@ class TimeBudget:
     def _replan(self, step: int, now: float, per_step: float) -> int:
         remaining = self.deadline - self.reserve - now
         self.planned_total = step + max(1, math.floor(remaining / per_step))
-        if self.max_steps is not None:
-            self.planned_total = min(self.planned_total, self.max_steps)
         return self.planned_total
 
     def elapsed(self) -> float:

@@ -168,10 +168,10 @@ def finetune(
     config.validate()
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
+    encoder = load_model(config.model, device="cpu")
     out = classifier_path_for(config)
     if out.exists() and not config.force:
         raise RunFolderError(f"{out} exists; choose another --out or add --force to replace it")
-    encoder = load_model(config.model, device="cpu")
     train, val = load_train_val(
         config.train, config.val, val_fraction=config.val_fraction, seed=config.seed
     )
