@@ -122,7 +122,7 @@ def test_predict__csv_and_jsonl_outputs(classifier_file, shapes_val_dir, tmp_pat
             app, ["predict", str(classifier_file), str(shapes_val_dir), "-o", str(out)]
         )
         assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8")))
+    rows = list(csv.DictReader((tmp_path / "p.csv").read_text().splitlines()))
     assert len(rows) == 12 * 3 and rows[0]["rank"] == "1"
     lines = (tmp_path / "p.jsonl").read_text().splitlines()
     assert len(lines) == 12 and len(json.loads(lines[0])["predictions"]) == 3
