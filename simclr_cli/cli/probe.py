@@ -13,9 +13,17 @@ from rich.table import Table
 
 from ..core.config import DeviceName, ProbeConfig, Stem
 from ..core.probe import ProbeResult, probe
+from ..core.train import default_workers
 from . import _console
 from ._errors import handle_errors
-from ._options import BatchSizeOption, DeviceOption, JsonOption, QuietOption, SeedOption
+from ._options import (
+    BatchSizeOption,
+    DeviceOption,
+    JsonOption,
+    QuietOption,
+    SeedOption,
+    WorkersOption,
+)
 from ._progress import create_progress
 
 BASELINE = "Baseline (no model file)"
@@ -102,6 +110,7 @@ def probe_command(
     knn_temperature: Annotated[float, typer.Option(help="Temperature of the kNN vote.")] = 0.1,
     as_json: JsonOption = False,
     batch_size: BatchSizeOption = 256,
+    workers: WorkersOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = DeviceName.auto,
     quiet: QuietOption = False,
@@ -122,6 +131,7 @@ def probe_command(
         k=k,
         knn_temperature=knn_temperature,
         batch_size=batch_size,
+        workers=default_workers() if workers is None else workers,
         seed=seed,
         device=device,
     )
