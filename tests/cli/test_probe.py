@@ -119,3 +119,13 @@ def test_probe_config__model_and_baseline_exclude_each_other(trained_model, shap
     config = ProbeConfig(train=shapes_dir, model=trained_model, random_init=True)
     with pytest.raises(ConfigError, match="not both"):
         config.validate()
+
+
+def test_probe__empty_class_and_single_class_are_one_line_errors(trained_model, tmp_path):
+    empty = generate_shapes_dataset(tmp_path / "e", images_per_class=2, classes=("circle", "ring"))
+    (empty / "zebra").mkdir()
+    result = runner.invoke(app, ["probe", str(trained_model), "--train", str(empty)])
+    assert result.exit_code == 1 and "'zebra' holds no images" in result.output
+    single = generate_shapes_dataset(tmp_path / "s", images_per_class=2, classes=("circle",))
+    result = runner.invoke(app, ["probe", str(trained_model), "--train", str(single)])
+    assert result.exit_code == 1 and "single class" in result.output
