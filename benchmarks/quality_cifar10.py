@@ -44,6 +44,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 def build_subset(train_dir: Path, out: Path, *, size: int, seed: int) -> Path:
     """Link a seeded random ``size``-image subset of ``train_dir`` into ``out/<class>/``."""
     paths = sorted(p for p in train_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        sys.exit(f"no images under {train_dir}; give the CIFAR-10 folder with --data")
     chosen = random.Random(seed).sample(paths, min(size, len(paths)))
     for path in chosen:
         folder = out / path.parent.name
