@@ -64,7 +64,11 @@ def run_lightly_recipe(subset: Path, weights_out: Path, *, epochs: int, seconds:
     from safetensors.torch import save_file
     from torchvision.datasets import ImageFolder
 
+    from simclr_cli.core._threads import use_idle_cores
+
     started = time.perf_counter()
+    # The same thread choice as ours, so that a loaded machine slows both runs alike.
+    use_idle_cores(torch.device("cpu"))
     torch.manual_seed(0)
     backbone = timm.create_model("resnet18", num_classes=0, pretrained=False)
     head = SimCLRProjectionHead(512, 512, 128)
@@ -110,20 +114,24 @@ def evaluate(name: str, backbone, metadata, subset: Path, val_dir: Path) -> dict
     import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
+    from simclr_cli.core._threads import idle_cores, use_idle_cores
     from simclr_cli.core.data import find_labeled_images
     from simclr_cli.core.knn import knn_accuracy, topk_accuracy
     from simclr_cli.core.linear import fit_linear_probe
 
     started = time.perf_counter()
+    use_idle_cores(torch.device("cpu"))
     train_paths, train_labels, classes = find_labeled_images(subset)
     val_paths, val_labels, _ = find_labeled_images(val_dir)
     train_x = features_of(backbone, train_paths, metadata=metadata)
     val_x = features_of(backbone, val_paths, metadata=metadata)
     scaler = StandardScaler().fit(train_x)
-    reference = LogisticRegression(C=0.1, max_iter=1000).fit(
-        scaler.transform(train_x), train_labels
-    )
+    with threadpool_limits(idle_cores()):
+        reference = LogisticRegression(C=0.1, max_iter=1000).fit(
+            scaler.transform(train_x), train_labels
+        )
     sklearn_top1 = float(reference.score(scaler.transform(val_x), val_labels))
     probe = fit_linear_probe(train_x, train_labels, num_classes=len(classes))
     scores = probe.scores(torch.from_numpy(val_x))

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
 from ._runtime import autocast, resolve_device, resolve_precision, seed_everything, seed_worker
+from ._threads import use_idle_cores
 from .classifier import ClassifierModel, create_classifier, save_classifier
 from .config import FinetuneConfig
 from .data import load_rgb
@@ -167,6 +168,7 @@ def finetune(
     # Check everything before the first step.
     config.validate()
     device = resolve_device(config.device)
+    use_idle_cores(device)
     precision = resolve_precision(config.precision, device)
     encoder = load_model(config.model, device="cpu")
     out = classifier_path_for(config)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ._runtime import resolve_device, seed_everything
+from ._threads import use_idle_cores
 from .augment import default_crop_fraction
 from .config import ProbeConfig
 from .embed import extract_features
@@ -99,6 +100,7 @@ def probe(*, config: ProbeConfig, progress: ProgressCallback = null_progress) ->
     """
     config.validate()
     device = resolve_device(config.device)
+    use_idle_cores(device)
     train, val = load_train_val(
         config.train, config.val, val_fraction=config.val_fraction, seed=config.seed
     )

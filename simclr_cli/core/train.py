@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from . import _toml
 from ._runtime import autocast, resolve_device, resolve_precision, seed_everything, seed_worker
+from ._threads import use_idle_cores
 from .augment import (
     DEFAULT_COLOR_STRENGTH,
     DEFAULT_MEAN,
@@ -154,6 +155,7 @@ def pretrain(
         TimeBudget(config.time_budget, max_steps=config.max_steps) if config.time_budget else None
     )
     device = resolve_device(config.device)
+    use_idle_cores(device)
     precision = resolve_precision(config.precision, device)
     paths = find_images(config.data)
     if len(paths) < config.batch_size:
