@@ -26,6 +26,8 @@ from .splits import find_classified_images
 
 #: Largest number of validation images kept in memory and embedded at each evaluation.
 MAX_MONITOR_IMAGES = 2000
+#: Memory the preprocessed images may take (float32): 2000 images at 32 px, ~440 at 224 px.
+MAX_MONITOR_BYTES = 256 * 1024 * 1024
 
 
 class KnnMonitor:
@@ -62,7 +64,8 @@ class KnnMonitor:
         images = find_classified_images(val_dir, flag="--val")
         order = list(range(len(images.paths)))
         random.Random(seed).shuffle(order)
-        chosen = sorted(order[:max_images])
+        per_image = 3 * 4 * metadata.image_size**2
+        chosen = sorted(order[: max(2, min(max_images, MAX_MONITOR_BYTES // per_image))])
         transform = eval_transform_for(metadata)
         self.images = torch.stack([transform(load_rgb(images.paths[i])) for i in chosen])
         self.labels = torch.tensor([images.labels[i] for i in chosen])
