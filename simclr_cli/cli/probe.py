@@ -41,8 +41,9 @@ EPILOG = """[bold]Examples[/]
 def render_table(result: ProbeResult) -> Table:
     """Linear-probe and kNN accuracies, top-1 and top-5."""
     table = Table(
-        title=f"{escape(result.model)} · {result.n_val} val images, {len(result.classes)} classes, "
-        f"{result.n_train} labelled train images"
+        title=escape(result.model),
+        caption=f"{result.n_val} val images · {len(result.classes)} classes · "
+        f"{result.n_train} labelled train images",
     )
     table.add_column("evaluation")
     table.add_column("top-1", justify="right")
