@@ -231,7 +231,8 @@ def main() -> None:
         rows.append(
             (
                 "simclr (ours)",
-                f"simclr pretrain SUBSET --image-size 32 --time-budget {args.budget} {args.extra}",
+                f"simclr pretrain SUBSET --image-size 32 --time-budget {args.budget} "
+                f"{args.extra}".strip(),
                 f"{ours_wall:.0f} s, {ours.metadata.steps} steps, {ours.metadata.images_seen} img",
                 evaluate("ours", ours.backbone, ours.metadata, subset, val_dir),
             )
@@ -299,9 +300,10 @@ def write_results(args, header: str, rows) -> None:
     """Append the table to RESULTS.md under the issue's section heading."""
     lines = []
     if not args.results.exists() or "## Quality (issue 4)" not in args.results.read_text():
-        lines += ["", "## Quality (issue 4)", ""]
+        lines += ["", "## Quality (issue 4)"]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines += [
+        "",
         f"### {stamp}: {args.subset_size}-image seeded subset (seed {args.seed}) of "
         f"`{args.data}/train`, probed on `{args.data}/val`, budget {args.budget}",
         "",
