@@ -9,44 +9,58 @@ __version__ = "0.1.0"
 
 from .core.augment import create_eval_transform, create_view_transform
 from .core.backbone import create_backbone
+from .core.classifier import ClassifierModel, load_classifier
 from .core.config import (
     BadImagePolicy,
     DemoConfig,
     DeviceName,
     EmbedConfig,
+    FinetuneConfig,
     HeadVersion,
     LRScaling,
     OptimizerName,
     Precision,
+    PredictConfig,
     Preset,
     PretrainConfig,
+    ProbeConfig,
     Stem,
 )
 from .core.demo import run_demo
 from .core.embed import embed, embed_images, write_embeddings
 from .core.errors import SimCLRError
+from .core.finetune import FinetuneResult, finetune
 from .core.head import ProjectionHead, create_projection_head
 from .core.knn import knn_accuracy, knn_predict
 from .core.model import ModelMetadata, SimCLRModel, create_simclr_model
 from .core.nt_xent import nt_xent_loss
 from .core.optim import LARS
+from .core.predict import PredictResult, predict
+from .core.probe import ProbeResult, probe
 from .core.serialization import load_model, read_metadata, save_model
 from .core.train import PretrainResult, pretrain
 
 __all__ = [
     "LARS",
     "BadImagePolicy",
+    "ClassifierModel",
     "DemoConfig",
     "DeviceName",
     "EmbedConfig",
+    "FinetuneConfig",
+    "FinetuneResult",
     "HeadVersion",
     "LRScaling",
     "ModelMetadata",
     "OptimizerName",
     "Precision",
+    "PredictConfig",
+    "PredictResult",
     "Preset",
     "PretrainConfig",
     "PretrainResult",
+    "ProbeConfig",
+    "ProbeResult",
     "ProjectionHead",
     "SimCLRError",
     "SimCLRModel",
@@ -59,11 +73,15 @@ __all__ = [
     "create_view_transform",
     "embed",
     "embed_images",
+    "finetune",
     "knn_accuracy",
     "knn_predict",
+    "load_classifier",
     "load_model",
     "nt_xent_loss",
+    "predict",
     "pretrain",
+    "probe",
     "read_metadata",
     "run_demo",
     "save_model",

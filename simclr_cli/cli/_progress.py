@@ -17,7 +17,13 @@ from rich.progress import (
 from ..core.progress import ProgressEvent, null_progress
 from . import _console
 
-TASK_LABELS = {"pretrain": "Pretraining", "embed": "Embedding", "features": "Features"}
+TASK_LABELS = {
+    "pretrain": "Pretraining",
+    "embed": "Embedding",
+    "features": "Features",
+    "finetune": "Fine-tuning",
+    "predict": "Classifying",
+}
 
 
 def format_metrics(metrics: dict) -> str:
@@ -31,6 +37,10 @@ def format_metrics(metrics: dict) -> str:
         parts.append(f"lr {metrics['lr']:.3g}")
     if "images_per_second" in metrics:
         parts.append(f"{metrics['images_per_second']:.0f} img/s")
+    if "knn_top1" in metrics:
+        parts.append(f"kNN {metrics['knn_top1']:.1%}")
+    if "val_top1" in metrics:
+        parts.append(f"val top-1 {metrics['val_top1']:.1%} · top-5 {metrics['val_top5']:.1%}")
     return " · ".join(parts)
 
 

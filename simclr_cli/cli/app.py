@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import demo, embed, pretrain
+from . import demo, embed, finetune, predict, pretrain, probe
 
 app = typer.Typer(
     name="simclr",
@@ -23,6 +23,9 @@ app = typer.Typer(
 app.command("pretrain", epilog=pretrain.EPILOG)(pretrain.pretrain_command)
 app.command("embed", epilog=embed.EPILOG)(embed.embed_command)
 app.command("demo")(demo.demo_command)
+app.command("probe", epilog=probe.EPILOG)(probe.probe_command)
+app.command("finetune", epilog=finetune.EPILOG)(finetune.finetune_command)
+app.command("predict", epilog=predict.EPILOG)(predict.predict_command)
 
 
 def _version(value: bool) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from ..core.budget import format_duration, parse_duration
 from ..core.config import (
     BadImagePolicy,
     DeviceName,
@@ -41,6 +42,8 @@ RUN = "Run"
 EPILOG = """[bold]Examples[/]
 
   simclr pretrain ./images --out runs/first
+
+  simclr pretrain ./cifar/train --image-size 32 --time-budget 10m --val ./cifar/val
 
   simclr pretrain ./cifar/train --image-size 32 --epochs 50 --batch-size 512 --out runs/cifar
 
@@ -202,6 +205,30 @@ def pretrain_command(
             rich_help_panel=RUN,
         ),
     ] = BadImagePolicy.skip,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit the run into this wall time, saving included (265s, 10m, 2h); the step "
+            "count is planned from the measured speed and overrides --epochs.",
+            rich_help_panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
+    val: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled folder (one sub-folder per class) for an online kNN monitor.",
+            rich_help_panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            help="Steps between kNN evaluations on --val (kept under 10% of the time).",
+            rich_help_panel=RUN,
+        ),
+    ] = 100,
     quiet: QuietOption = False,
 ) -> None:
     """Pretrain an encoder with SimCLR on a folder of images. [dim]simclr pretrain ./images[/]
@@ -240,6 +267,9 @@ def pretrain_command(
         resume=resume,
         checkpoint_every=checkpoint_every,
         on_bad_image=on_bad_image,
+        time_budget=None if time_budget is None else parse_duration(time_budget),
+        val=val,
+        eval_every=eval_every,
     )
     try:
         with create_progress(quiet=quiet) as progress:
@@ -255,6 +285,11 @@ def pretrain_command(
     line += f"{minutes}m{seconds:02d}s"
     if result.resumed_from:
         line += f" · resumed from step {result.resumed_from}"
+    if config.time_budget is not None:
+        line += (
+            f" · {format_duration(result.total_seconds)} of a "
+            f"{format_duration(config.time_budget)} budget"
+        )
     if result.skipped_images:
         listed = escape(str(result.run_dir / "skipped.txt"))
         line += f" · [yellow]{result.skipped_images} unreadable images skipped ({listed})[/]"

@@ -115,11 +115,16 @@ class PretrainConfig:
     resume: bool = False
     checkpoint_every: str = "10m"
     on_bad_image: BadImagePolicy = BadImagePolicy.skip
+    time_budget: float | None = None
+    val: Path | None = None
+    eval_every: int = 100
 
     def __post_init__(self) -> None:
         # Python callers may pass plain strings; the rest of the core relies on the enums.
         self.data = Path(self.data)
         self.out = Path(self.out)
+        if self.val is not None:
+            self.val = Path(self.val)
         if self.init_weights is not None:
             self.init_weights = Path(self.init_weights)
         self.stem = _choice(Stem, self.stem, "--stem")
@@ -167,6 +172,9 @@ class PretrainConfig:
         from .checkpoint import parse_interval
 
         parse_interval(self.checkpoint_every)
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ConfigError("--time-budget must be positive, such as 265s, 10m or 2h")
+        _positive("--eval-every", self.eval_every)
 
 
 @dataclass
@@ -210,6 +218,146 @@ class DemoConfig:
     batch_size: int = 128
     temperature: float = 0.2
     seed: int = 0
+
+
+@dataclass
+class ProbeConfig:
+    """Inputs of ``probe``: an encoder (or a baseline backbone) and labelled folders.
+
+    Give ``model``, or ``backbone`` with ``random_init`` or ``init_weights`` for a baseline.
+    """
+
+    train: Path
+    model: Path | None = None
+    val: Path | None = None
+    val_fraction: float = 0.2
+    backbone: str | None = None
+    random_init: bool = False
+    init_weights: Path | None = None
+    stem: Stem = Stem.auto
+    image_size: int = 224
+    k: int = 200
+    knn_temperature: float = 0.1
+    batch_size: int = 256
+    workers: int = 0
+    seed: int = 0
+    device: DeviceName = DeviceName.auto
+
+    def __post_init__(self) -> None:
+        self.train = Path(self.train)
+        self.model = None if self.model is None else Path(self.model)
+        self.val = None if self.val is None else Path(self.val)
+        self.init_weights = None if self.init_weights is None else Path(self.init_weights)
+        self.stem = _choice(Stem, self.stem, "--stem")
+        self.device = _choice(DeviceName, self.device, "--device")
+
+    def validate(self) -> None:
+        """Refuse contradictory or impossible settings.
+
+        Raises:
+            ConfigError: When a value cannot work.
+        """
+        baseline = self.random_init or self.init_weights is not None
+        if self.model is not None and (baseline or self.backbone is not None):
+            raise ConfigError(
+                "give either a MODEL file or --backbone with --random-init/--init-weights, not both"
+            )
+        if self.model is None:
+            if self.backbone is None or not baseline:
+                raise ConfigError(
+                    "give a MODEL file, or a baseline: --backbone NAME with --random-init or "
+                    "--init-weights FILE"
+                )
+            if self.random_init and self.init_weights is not None:
+                raise ConfigError("--random-init and --init-weights exclude each other")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction {self.val_fraction} must be in (0, 1)")
+        _positive("--image-size", self.image_size)
+        _positive("--k", self.k)
+        _positive("--batch-size", self.batch_size)
+        if self.knn_temperature <= 0:
+            raise ConfigError("--knn-temperature must be positive")
+
+
+@dataclass
+class FinetuneConfig:
+    """Inputs of ``finetune``: an encoder, labelled folders and the training settings."""
+
+    model: Path
+    train: Path
+    val: Path | None = None
+    val_fraction: float = 0.2
+    out: Path | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float | None = None
+    weight_decay: float = 0.0
+    from_head_layer: int = 0
+    freeze_backbone: bool = False
+    label_fraction: float = 1.0
+    workers: int | None = None
+    seed: int = 0
+    precision: Precision = Precision.auto
+    device: DeviceName = DeviceName.auto
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        self.model = Path(self.model)
+        self.train = Path(self.train)
+        self.val = None if self.val is None else Path(self.val)
+        self.out = None if self.out is None else Path(self.out)
+        self.precision = _choice(Precision, self.precision, "--precision")
+        self.device = _choice(DeviceName, self.device, "--device")
+
+    def validate(self) -> None:
+        """Refuse impossible settings.
+
+        Raises:
+            ConfigError: When a value cannot work.
+        """
+        _positive("--epochs", self.epochs)
+        _positive("--batch-size", self.batch_size)
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ConfigError(
+                f"--label-fraction {self.label_fraction} must be in (0, 1], such as 0.01 or 0.1"
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction {self.val_fraction} must be in (0, 1)")
+        if self.from_head_layer < 0:
+            raise ConfigError("--from-head-layer must be 0 (backbone features) or more")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ConfigError("--lr must be positive")
+        if self.weight_decay < 0:
+            raise ConfigError("--weight-decay must not be negative")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError("--workers must not be negative")
+
+
+@dataclass
+class PredictConfig:
+    """Inputs of ``predict``: a classifier file and the images to classify."""
+
+    classifier: Path
+    inputs: list[Path] = field(default_factory=list)
+    top_k: int = 5
+    batch_size: int = 64
+    device: DeviceName = DeviceName.auto
+
+    def __post_init__(self) -> None:
+        self.classifier = Path(self.classifier)
+        self.inputs = [Path(item) for item in self.inputs]
+        self.device = _choice(DeviceName, self.device, "--device")
+
+    def validate(self) -> None:
+        """Refuse impossible settings.
+
+        Raises:
+            ConfigError: When a value cannot work.
+        """
+        _positive("--top-k", self.top_k)
+        _positive("--batch-size", self.batch_size)
+        if not self.inputs:
+            raise ConfigError("give at least one image file or folder to classify")
 
 
 def _choice(enum: type[Enum], value: object, flag: str) -> Any:

@@ -222,6 +222,11 @@ def load_model(path: Path, *, device: str | torch.device = "cpu") -> SimCLRModel
 
     path = Path(path)
     metadata = read_metadata(path)
+    if metadata.kind != "encoder":
+        raise ModelFileError(
+            f"{path} is a {metadata.kind} (written by `simclr finetune`), not an encoder; give "
+            "the model.safetensors written by `simclr pretrain`"
+        )
     try:
         backbone, _ = create_backbone(
             metadata.backbone, stem=metadata.stem, image_size=metadata.image_size

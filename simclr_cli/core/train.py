@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from . import _toml
 from ._runtime import autocast, resolve_device, resolve_precision, seed_everything, seed_worker
+from ._threads import use_idle_cores
 from .augment import (
     DEFAULT_COLOR_STRENGTH,
     DEFAULT_MEAN,
@@ -26,12 +27,14 @@ from .augment import (
     default_crop_fraction,
     resolve_preset,
 )
+from .budget import TimeBudget, budget_stem
 from .checkpoint import find_resumable_checkpoint
 from .config import PretrainConfig, config_to_dict
 from .data import PairDataset, collate_pairs, find_images
 from .errors import DataError, RunFolderError
 from .image_check import describe_bad_images, refuse_bad_images, scan_images
 from .model import SimCLRModel, create_simclr_model
+from .monitor import KnnMonitor
 from .nt_xent import nt_xent_loss
 from .optim import create_optimizer, learning_rate_at, scaled_learning_rate
 from .progress import ProgressCallback, ProgressEvent, null_progress
@@ -64,6 +67,7 @@ class PretrainResult:
         skipped_images: Images dropped because they could not be decoded.
         nonfinite_steps: Steps whose update was skipped for a non-finite loss or gradient.
         resumed_from: The step the run resumed from (0 for a new run).
+        total_seconds: Wall time of the whole call, saving included (what --time-budget bounds).
     """
 
     run_dir: Path
@@ -76,6 +80,7 @@ class PretrainResult:
     skipped_images: int
     nonfinite_steps: int = 0
     resumed_from: int = 0
+    total_seconds: float = 0.0
 
 
 def default_workers() -> int:
@@ -158,9 +163,13 @@ def pretrain(
     Raises:
         SimCLRError: For bad input, before the run folder is created.
     """
-    # Check the settings and the data before anything is written.
+    # Check the settings and the data before anything is written; a time budget starts now.
     config.validate()
+    budget = (
+        TimeBudget(config.time_budget, max_steps=config.max_steps) if config.time_budget else None
+    )
     device = resolve_device(config.device)
+    use_idle_cores(device)
     precision = resolve_precision(config.precision, device)
     paths = find_images(config.data)
     # Files that cannot be images at all are found now, before the first step.
@@ -200,7 +209,7 @@ def pretrain(
     seed_everything(config.seed)
     model = create_simclr_model(
         backbone=config.backbone,
-        stem=config.stem.value,
+        stem=budget_stem(config.stem, config.time_budget).value,
         image_size=config.image_size,
         init_weights=config.init_weights,
         head=config.head.value,
@@ -221,6 +230,13 @@ def pretrain(
         learning_rate=peak_lr,
         weight_decay=config.weight_decay,
     )
+
+    # The online kNN monitor reads its labelled images now, so a bad --val fails early.
+    monitor = None
+    if config.val is not None:
+        monitor = KnnMonitor(
+            config.val, metadata=model.metadata, every=config.eval_every, device=device
+        )
 
     # Data: two random views of every image, decoded and augmented in worker processes.
     transform = create_view_transform(
@@ -328,6 +344,17 @@ def pretrain(
                     window_steps += 1
                 step += 1
                 images_seen += views_a.shape[0]
+                # With --time-budget, the measured speed fixes (and corrects) the step count.
+                if budget is not None:
+                    total_steps = budget.plan(step, total_steps)
+                    warmup_steps = round(config.warmup_fraction * total_steps)
+                    guard.total_steps = total_steps
+                # The online kNN monitor on --val, within its share of the time.
+                if monitor is not None and (monitor.due(step) or step == total_steps):
+                    evaluation = monitor.evaluate(
+                        model.backbone, step=step, autocast_context=autocast(precision, device)
+                    )
+                    metrics_file.write(json.dumps(evaluation) + "\n")
                 window_images += views_a.shape[0]
                 # Log a line and report progress every log_every steps and at the end.
                 if step % config.log_every == 0 or step == total_steps:
@@ -339,6 +366,7 @@ def pretrain(
                         "loss": round(last_loss, 6),
                         "lr": lr,
                         "images_per_second": round(window_images / (now - window_started), 2),
+                        **(monitor.latest if monitor is not None else {}),
                     }
                     metrics_file.write(json.dumps(record) + "\n")
                     window_loss, window_steps, window_images = 0.0, 0, 0
@@ -386,4 +414,5 @@ def pretrain(
         skipped_images=skipped,
         nonfinite_steps=guard.position.nonfinite_steps,
         resumed_from=checkpoint.position.step if checkpoint else 0,
+        total_seconds=budget.elapsed() if budget is not None else time.perf_counter() - started,
     )

@@ -1,0 +1,149 @@
+"""`simclr probe`: flags -> ProbeConfig -> core.probe -> table or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..core.config import DeviceName, ProbeConfig, Stem
+from ..core.probe import ProbeResult, probe
+from ..core.train import default_workers
+from . import _console
+from ._errors import handle_errors
+from ._options import (
+    BatchSizeOption,
+    DeviceOption,
+    JsonOption,
+    QuietOption,
+    SeedOption,
+    WorkersOption,
+)
+from ._progress import create_progress
+
+BASELINE = "Baseline (no model file)"
+
+EPILOG = """[bold]Examples[/]
+
+  simclr probe runs/first/model.safetensors --train ./cifar10/train --val ./cifar10/val
+
+  simclr probe runs/first/model.safetensors --train ./labelled --val-fraction 0.2 --json
+
+  simclr probe --backbone resnet18 --random-init --image-size 32 --train ./train --val ./val
+"""
+
+
+def render_table(result: ProbeResult) -> Table:
+    """Linear-probe and kNN accuracies, top-1 and top-5."""
+    table = Table(
+        title=escape(result.model),
+        caption=f"{result.n_val} val images · {len(result.classes)} classes · "
+        f"{result.n_train} labelled train images",
+    )
+    table.add_column("evaluation")
+    table.add_column("top-1", justify="right")
+    table.add_column("top-5", justify="right")
+    table.add_row(
+        f"linear probe (L2 {result.l2:g})",
+        f"[bold]{result.linear['top1']:.1%}[/]",
+        f"{result.linear['top5']:.1%}",
+    )
+    table.add_row("weighted kNN", f"[bold]{result.knn['top1']:.1%}[/]", f"{result.knn['top5']:.1%}")
+    return table
+
+
+@handle_errors
+def probe_command(
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="An encoder model.safetensors written by `simclr pretrain` (leave out for a "
+            "baseline).",
+            show_default=False,
+        ),
+    ] = None,
+    train: Annotated[
+        Path,
+        typer.Option(
+            "--train",
+            help="Labelled folder: one sub-folder of images per class.",
+            show_default=False,
+        ),
+    ] = ...,
+    val: Annotated[
+        Path | None,
+        typer.Option("--val", help="Labelled folder scored; same class sub-folders as --train."),
+    ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(help="Without --val: share of each class of --train held out (seeded)."),
+    ] = 0.2,
+    backbone: Annotated[
+        str | None,
+        typer.Option(help="Baseline: a timm model name.", rich_help_panel=BASELINE),
+    ] = None,
+    random_init: Annotated[
+        bool,
+        typer.Option(
+            "--random-init", help="Baseline: random weights (seeded).", rich_help_panel=BASELINE
+        ),
+    ] = False,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Baseline: local timm .safetensors weights, e.g. supervised ones.",
+            rich_help_panel=BASELINE,
+        ),
+    ] = None,
+    stem: Annotated[
+        Stem, typer.Option(help="Baseline: ResNet stem.", rich_help_panel=BASELINE)
+    ] = Stem.auto,
+    image_size: Annotated[
+        int,
+        typer.Option(help="Baseline: side of the input images.", rich_help_panel=BASELINE),
+    ] = 224,
+    k: Annotated[int, typer.Option("--k", help="Neighbours of the kNN vote.")] = 200,
+    knn_temperature: Annotated[float, typer.Option(help="Temperature of the kNN vote.")] = 0.1,
+    as_json: JsonOption = False,
+    batch_size: BatchSizeOption = 256,
+    workers: WorkersOption = None,
+    seed: SeedOption = 0,
+    device: DeviceOption = DeviceName.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Score an encoder's features: linear probe and weighted kNN, top-1/top-5.
+    [dim]simclr probe model.safetensors --train DIR --val DIR[/]
+    """
+    config = ProbeConfig(
+        model=model,
+        train=train,
+        val=val,
+        val_fraction=val_fraction,
+        backbone=backbone,
+        random_init=random_init,
+        init_weights=init_weights,
+        stem=stem,
+        image_size=image_size,
+        k=k,
+        knn_temperature=knn_temperature,
+        batch_size=batch_size,
+        workers=default_workers() if workers is None else workers,
+        seed=seed,
+        device=device,
+    )
+    with create_progress(quiet=quiet or as_json) as progress:
+        result = probe(config=config, progress=progress)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+    elif quiet:
+        _console.stdout.print(
+            f"linear top-1 {result.linear['top1']:.4f} · kNN top-1 {result.knn['top1']:.4f}",
+            highlight=False,
+        )
+    else:
+        _console.stdout.print(render_table(result))
