@@ -4,8 +4,10 @@ PyTorch's OpenMP threads wait for each other at the end of every operation. When
 hold the cores, a thread that is descheduled stalls all the others: measured on a 2-core machine
 at load average 10, a resnet18 step at 32 px (128 views) took 4-11 s with 2 threads and 0.6 s
 with 1, and the linear probe's L-BFGS fit took 42 s against 0.9 s (benchmarks/RESULTS.md). So
-the long-running commands start with as many threads as there are idle cores, at least one.
-``OMP_NUM_THREADS`` or ``SIMCLR_THREADS`` set by the user always win.
+``SIMCLR_THREADS=auto`` makes the long-running commands start with as many threads as there are
+idle cores, at least one; ``SIMCLR_THREADS=N`` sets the count. It is opt-in: the load average
+trails by a minute, so on a dedicated machine a run started right after another would otherwise
+see the previous run's load and take half the cores.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ def use_idle_cores(device: torch.device) -> int:
     """Set torch's intra-op threads for a CPU run to the idle cores; return the count used."""
     if device.type != "cpu":
         return torch.get_num_threads()
-    if os.environ.get("SIMCLR_THREADS"):
-        threads = max(1, int(os.environ["SIMCLR_THREADS"]))
-    elif os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()
-    else:
+    setting = os.environ.get("SIMCLR_THREADS", "").strip().lower()
+    if setting == "auto":
         threads = min(torch.get_num_threads(), idle_cores())
+    elif setting.isdigit():
+        threads = max(1, int(setting))
+    else:
+        return torch.get_num_threads()
     torch.set_num_threads(threads)
     return threads
