@@ -69,3 +69,12 @@ def test_pretrain__existing_run_needs_force(shapes_dir: Path, tmp_path: Path):
 def test_pretrain__help_shows_examples():
     result = runner.invoke(app, ["pretrain", "--help"])
     assert result.exit_code == 0 and "simclr pretrain ./images --out runs/first" in result.output
+
+
+def test_pretrain__accumulate_not_dividing_batch_is_a_usage_error(shapes_dir: Path, tmp_path: Path):
+    result = runner.invoke(
+        app,
+        ["pretrain", str(shapes_dir), "--out", str(tmp_path / "run"), *TINY, "--accumulate", "3"],
+    )
+    assert result.exit_code == 2
+    assert "not divisible by --accumulate 3" in result.stderr

@@ -103,9 +103,7 @@ def test_rows_slice_of_columns__matches_reference(monkeypatch, request, implemen
     z = torch.randn(2 * n, 20, device=device)
     positive, own = pairs_index(n, device)
     rows = slice(4, 13)
-    expected = loss_and_gradients(
-        "reference", monkeypatch, z, rows, positive[rows], own[rows], 0.3
-    )
+    expected = loss_and_gradients("reference", monkeypatch, z, rows, positive[rows], own[rows], 0.3)
     actual = loss_and_gradients(
         implementation, monkeypatch, z, rows, positive[rows], own[rows], 0.3
     )

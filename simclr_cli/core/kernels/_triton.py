@@ -120,9 +120,7 @@ def _gradient_tile(
         & (column_offsets[None, :] != own[:, None])
     )
     probabilities = tl.where(keep, tl.exp2(logits - log_sum_exp[:, None]), 0.0)
-    is_positive = (column_offsets[None, :] == positive[:, None]) & (
-        row_offsets[:, None] < num_rows
-    )
+    is_positive = (column_offsets[None, :] == positive[:, None]) & (row_offsets[:, None] < num_rows)
     return probabilities - tl.where(is_positive, 1.0, 0.0)
 
 
@@ -174,9 +172,7 @@ def _backward_rows_kernel(
             scale,
             INPUT_PRECISION,
         )
-        grad_rows += tl.dot(
-            grad_logits.to(columns.dtype), columns, input_precision=INPUT_PRECISION
-        )
+        grad_rows += tl.dot(grad_logits.to(columns.dtype), columns, input_precision=INPUT_PRECISION)
     grad_rows *= tl.load(grad_output_pointer) * gradient_scale
     tl.store(
         grad_rows_pointer + row_offsets[:, None] * BLOCK_D + dims[None, :],
@@ -325,9 +321,7 @@ class FusedNTXent(torch.autograd.Function):
         sizes = (num_rows, num_columns, dim, rows.stride(0), columns.stride(0))
         # Gradients are written padded to BLOCK_D columns in float32, then cut and cast.
         grad_rows = torch.empty(num_rows, block_dim, device=rows.device, dtype=torch.float32)
-        grad_columns = torch.empty(
-            num_columns, block_dim, device=rows.device, dtype=torch.float32
-        )
+        grad_columns = torch.empty(num_columns, block_dim, device=rows.device, dtype=torch.float32)
         _backward_rows_kernel[(triton.cdiv(num_rows, BLOCK_ROWS),)](
             *arguments,
             grad_rows,
