@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import torch
 
-#: Bytes of the (block, C) logits buffer. 2 MiB stays in a core's L2 cache, so the passes over
-#: the block after the matrix product (exp, sum) read cache, not memory; measured on the 2-core
-#: AVX-512 machine of benchmarks/RESULTS.md, 1-2 MiB blocks were fastest.
-BLOCK_BYTES = 2 * 2**20
+#: Bytes of the (block, C) logits buffer: 16 MiB, 512 rows at C = 8192. Larger blocks mean fewer,
+#: larger matrix products and element-wise passes; on the shared 2-core machine of
+#: benchmarks/RESULTS.md 8-32 MiB were fastest (smaller blocks lost more to thread
+#: synchronisation than they gained in cache), and memory stays O(C x block).
+BLOCK_BYTES = 16 * 2**20
 
 #: Below this temperature exp((s - 1) / t) can underflow float32 for every column of a row, so
 #: the forward subtracts each row's maximum instead of the bound 1 / t of the logits.
