@@ -153,7 +153,8 @@ def run_child(name: str, args: argparse.Namespace, pairs: int, result: Path) -> 
     completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
     if completed.returncode != 0:
         out_of_memory = "out of memory" in completed.stderr.lower()
-        return {"error": "out of memory" if out_of_memory else completed.stderr.strip()[-400:]}
+        last_line = (completed.stderr.strip().splitlines() or ["failed"])[-1][-300:]
+        return {"error": "out of memory" if out_of_memory else last_line}
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
