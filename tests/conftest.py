@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without a GPU the Triton kernels are tested on the CPU by Triton's interpreter. Triton reads
+# TRITON_INTERPRET when it is first imported (timm imports it), so it is set before anything else.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from simclr_cli.core.config import PretrainConfig
 from simclr_cli.core.synthetic import generate_shapes_dataset

@@ -50,6 +50,7 @@ EPILOG = """[bold]Examples[/]
   simclr pretrain ./photos --backbone resnet50 --optimizer lars --lr-scaling sqrt --epochs 200
 
   simclr pretrain ./photos --out runs/long --checkpoint-every 30m --resume
+  simclr pretrain ./photos --batch-size 4096 --accumulate 16   # 4096 images in the memory of 256
 """
 
 
@@ -161,6 +162,16 @@ def pretrain_command(
         ),
     ] = None,
     batch_size: BatchSizeOption = 256,
+    accumulate: Annotated[
+        int,
+        typer.Option(
+            metavar="K",
+            help="Forward each batch in K micro-batches with gradient caching: the loss still "
+            "compares all 2 x batch-size views, activation memory is that of batch-size / K, "
+            "each step costs one extra forward pass. Batch norm statistics are per micro-batch.",
+            rich_help_panel=OPTIMISE,
+        ),
+    ] = 1,
     precision: Annotated[
         Precision,
         typer.Option(
@@ -258,6 +269,7 @@ def pretrain_command(
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
+        accumulate=accumulate,
         workers=workers,
         seed=seed,
         precision=precision,

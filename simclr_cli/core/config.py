@@ -106,6 +106,7 @@ class PretrainConfig:
     epochs: int = 100
     max_steps: int | None = None
     batch_size: int = 256
+    accumulate: int = 1
     workers: int | None = None
     seed: int = 0
     precision: Precision = Precision.auto
@@ -148,6 +149,12 @@ class PretrainConfig:
         _positive("--batch-size", self.batch_size)
         if self.batch_size < 2:
             raise ConfigError("--batch-size must be at least 2: SimCLR needs negatives")
+        _positive("--accumulate", self.accumulate)
+        if self.batch_size % self.accumulate:
+            raise ConfigError(
+                f"--batch-size {self.batch_size} is not divisible by --accumulate "
+                f"{self.accumulate}; choose a batch size that is a multiple of it"
+            )
         _positive("--epochs", self.epochs)
         if self.max_steps is not None:
             _positive("--max-steps", self.max_steps)

@@ -32,6 +32,7 @@ from .checkpoint import find_resumable_checkpoint
 from .config import PretrainConfig, config_to_dict
 from .data import PairDataset, collate_pairs, find_images
 from .errors import DataError, RunFolderError
+from .grad_cache import cached_contrastive_loss
 from .image_check import describe_bad_images, refuse_bad_images, scan_images
 from .model import SimCLRModel, create_simclr_model
 from .monitor import KnnMonitor
@@ -125,11 +126,14 @@ def contrastive_step(
     *,
     temperature: float,
     autocast_context: object,
+    accumulate: int = 1,
 ) -> torch.Tensor:
     """Forward both views in one batch and return the NT-Xent loss.
 
     Both views go through the backbone together so that batch norm sees all 2N views, as the
-    paper's global batch norm does on one device.
+    paper's global batch norm does on one device. With ``accumulate`` K > 1 the batch goes
+    through in K micro-batches by gradient caching (see ``grad_cache``): the loss still sees
+    all 2N views, and its ``backward()`` re-runs the micro-batches to fill the gradients.
 
     Args:
         model: Backbone plus head.
@@ -137,10 +141,20 @@ def contrastive_step(
         views_b: Second views (N, 3, S, S).
         temperature: Loss temperature.
         autocast_context: Context manager for mixed precision.
+        accumulate: Micro-batches per batch (gradient caching when above 1).
 
     Returns:
         The scalar loss.
     """
+    if accumulate > 1:
+        return cached_contrastive_loss(
+            model,
+            views_a,
+            views_b,
+            accumulate=accumulate,
+            temperature=temperature,
+            autocast_context=autocast_context,
+        )
     with autocast_context:
         _, projections = model(torch.cat([views_a, views_b]))
     z_a, z_b = projections.float().chunk(2)
@@ -334,6 +348,7 @@ def pretrain(
                     views_b,
                     temperature=config.temperature,
                     autocast_context=autocast(precision, device),
+                    accumulate=config.accumulate,
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -157,3 +157,12 @@ def test_pretrain__sigterm_to_the_process_group_checkpoints_and_exits_143(
     assert process.returncode == 143, stderr.decode()[-2000:]
     assert "--resume" in stderr.decode()
     assert read_checkpoint(out / "checkpoint.safetensors").position.step >= 2
+
+
+def test_pretrain__accumulate_not_dividing_batch_is_a_usage_error(shapes_dir: Path, tmp_path: Path):
+    result = runner.invoke(
+        app,
+        ["pretrain", str(shapes_dir), "--out", str(tmp_path / "run"), *TINY, "--accumulate", "3"],
+    )
+    assert result.exit_code == 2
+    assert "not divisible by --accumulate 3" in result.stderr

@@ -118,3 +118,10 @@ def test_pretrain__folder_of_only_broken_images_fails_clearly(tmp_path: Path):
         (data / f"{index}.jpg").write_bytes(b"garbage")
     with pytest.raises(DataError, match="could be decoded"):
         pretrain(config=tiny_config(data, tmp_path / "run", batch_size=2))
+
+
+def test_pretrain__accumulate_runs_micro_batches(shapes_dir: Path, tmp_path: Path):
+    result = pretrain(config=tiny_config(shapes_dir, tmp_path / "run", accumulate=4))
+    assert result.steps == 2 and result.images_seen == 16
+    config = tomllib.loads((result.run_dir / "config.toml").read_text())
+    assert config["pretrain"]["accumulate"] == 4
