@@ -18,6 +18,7 @@ from ..core.config import (
     PretrainConfig,
     Stem,
 )
+from ..core.distributed import is_main_process
 from ..core.train import pretrain
 from . import _console
 from ._errors import handle_errors
@@ -35,6 +36,7 @@ MODEL = "Model"
 AUGMENT = "Augmentation"
 OPTIMISE = "Optimisation"
 RUN = "Run"
+PROCESSES = "Processes"
 
 EPILOG = """[bold]Examples[/]
 
@@ -43,6 +45,10 @@ EPILOG = """[bold]Examples[/]
   simclr pretrain ./cifar/train --image-size 32 --epochs 50 --batch-size 512 --out runs/cifar
 
   simclr pretrain ./photos --backbone resnet50 --optimizer lars --lr-scaling sqrt --epochs 200
+
+  simclr pretrain ./images --gpus 4 --batch-size 1024   [dim]# 256 images per GPU[/]
+
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:PORT -m simclr_cli pretrain ./images
 """
 
 
@@ -161,6 +167,36 @@ def pretrain_command(
         ),
     ] = Precision.auto,
     device: DeviceOption = DeviceName.auto,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            metavar="N|all",
+            help="Train on N GPUs of this machine, one process each (NCCL), or on all of them: "
+            "--gpus all. --batch-size is the global batch, split over the GPUs.",
+            rich_help_panel=PROCESSES,
+            show_default=False,
+        ),
+    ] = None,
+    cpu_processes: Annotated[
+        int | None,
+        typer.Option(
+            "--cpu-processes",
+            metavar="N",
+            help="Train in N processes on the CPU (gloo), for development or many-core servers.",
+            rich_help_panel=PROCESSES,
+            show_default=False,
+        ),
+    ] = None,
+    sync_bn: Annotated[
+        bool,
+        typer.Option(
+            "--sync-bn/--no-sync-bn",
+            help="Batch norm statistics over the global batch (the paper's global BN) or per "
+            "process.",
+            rich_help_panel=PROCESSES,
+        ),
+    ] = True,
     workers: WorkersOption = None,
     seed: SeedOption = 0,
     log_every: Annotated[
@@ -204,11 +240,18 @@ def pretrain_command(
         seed=seed,
         precision=precision,
         device=device,
+        gpus=gpus,
+        cpu_processes=cpu_processes,
+        sync_batch_norm=sync_bn,
         log_every=log_every,
         force=force,
     )
-    with create_progress(quiet=quiet) as progress:
+    # Under torchrun every rank runs this command; rank 0 alone draws and prints.
+    main = is_main_process()
+    with create_progress(quiet=quiet or not main) as progress:
         result = pretrain(config=config, progress=progress)
+    if not main:
+        return
     minutes, seconds = divmod(round(result.seconds), 60)
     line = (
         f"Saved [bold]{escape(str(result.model_path))}[/] · {result.steps} steps · "

@@ -103,6 +103,9 @@ class PretrainConfig:
     seed: int = 0
     precision: Precision = Precision.auto
     device: DeviceName = DeviceName.auto
+    gpus: int | str | None = None
+    cpu_processes: int | None = None
+    sync_batch_norm: bool = True
     log_every: int = 10
     force: bool = False
 
@@ -119,6 +122,7 @@ class PretrainConfig:
         self.lr_scaling = _choice(LRScaling, self.lr_scaling, "--lr-scaling")
         self.precision = _choice(Precision, self.precision, "--precision")
         self.device = _choice(DeviceName, self.device, "--device")
+        self.gpus = _gpu_count(self.gpus)
 
     def validate(self) -> None:
         """Refuse impossible values with a message that says how to fix them.
@@ -151,6 +155,10 @@ class PretrainConfig:
         if self.workers is not None and self.workers < 0:
             raise ConfigError("--workers must not be negative")
         _positive("--log-every", self.log_every)
+        if isinstance(self.gpus, int):
+            _positive("--gpus", self.gpus)
+        if self.cpu_processes is not None:
+            _positive("--cpu-processes", self.cpu_processes)
 
 
 @dataclass
@@ -201,6 +209,19 @@ def _choice(enum: type[Enum], value: object, flag: str) -> Any:
     except ValueError:
         choices = ", ".join(item.value for item in enum)
         raise ConfigError(f"{flag} {value!r} is not one of: {choices}") from None
+
+
+def _gpu_count(value: object) -> int | str | None:
+    # --gpus takes a number or the word "all" (every visible GPU).
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    if text == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--gpus {value!r} must be a number or all") from None
 
 
 def _positive(flag: str, value: int) -> None:

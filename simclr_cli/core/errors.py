@@ -49,3 +49,11 @@ class ModelFileError(SimCLRError):
 
 class RunFolderError(SimCLRError):
     """A run folder that would be overwritten or cannot be written."""
+
+
+class DistributedError(SimCLRError):
+    """A rank of a multi-process run failed; the message is that rank's, the job was stopped."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

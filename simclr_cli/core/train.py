@@ -28,6 +28,19 @@ from .augment import (
 )
 from .config import PretrainConfig, config_to_dict
 from .data import PairDataset, collate_pairs, find_images
+from .distributed import (
+    SINGLE_PROCESS,
+    RankContext,
+    agree_batch_size,
+    average_across_ranks,
+    create_sampler,
+    join_job,
+    nt_xent_across_ranks,
+    per_rank_workers,
+    plan_processes,
+    prepare_model,
+    sum_across_ranks,
+)
 from .errors import DataError, RunFolderError
 from .model import SimCLRModel, create_simclr_model
 from .nt_xent import nt_xent_loss
@@ -106,6 +119,7 @@ def contrastive_step(
     *,
     temperature: float,
     autocast_context: object,
+    context: RankContext = SINGLE_PROCESS,
 ) -> torch.Tensor:
     """Forward both views in one batch and return the NT-Xent loss.
 
@@ -118,6 +132,9 @@ def contrastive_step(
         views_b: Second views (N, 3, S, S).
         temperature: Loss temperature.
         autocast_context: Context manager for mixed precision.
+        context: This rank's place in a multi-process job; with several ranks the views are
+            this rank's share of the global batch and the loss is that of its rows against
+            every rank's views (see ``distributed``).
 
     Returns:
         The scalar loss.
@@ -125,6 +142,8 @@ def contrastive_step(
     with autocast_context:
         _, projections = model(torch.cat([views_a, views_b]))
     z_a, z_b = projections.float().chunk(2)
+    if context.distributed:
+        return nt_xent_across_ranks(z_a, z_b, temperature=temperature, context=context)
     return nt_xent_loss(z_a, z_b, temperature=temperature)
 
 
@@ -146,7 +165,8 @@ def pretrain(
     """
     # Check the settings and the data before anything is written.
     config.validate()
-    device = resolve_device(config.device)
+    plan = plan_processes(config)
+    device = resolve_device(plan.device)
     precision = resolve_precision(config.precision, device)
     paths = find_images(config.data)
     if len(paths) < config.batch_size:
@@ -173,6 +193,18 @@ def pretrain(
         scaling=config.lr_scaling,
     )
 
+    # Several processes: start them now that the input is known to be good (rank 0's result
+    # comes back), or join the job this process is a rank of. Only rank 0 writes and reports.
+    if plan.launch:
+        from .launcher import launch_pretrain
+
+        return launch_pretrain(config=config, progress=progress, processes=plan.processes)
+    context = join_job(plan)
+    if not context.is_main:
+        progress = null_progress
+    if config.workers is None:
+        workers = per_rank_workers(workers, context)
+
     # Build the model; an unknown backbone or an impossible size fails here.
     seed_everything(config.seed)
     model = create_simclr_model(
@@ -192,6 +224,9 @@ def pretrain(
             "temperature": config.temperature,
         },
     ).to(device)
+    network = prepare_model(model, context, device=device, sync_batch_norm=config.sync_batch_norm)
+    if context.rank:
+        seed_everything(config.seed + context.rank)  # Each rank draws its own augmentations.
     optimizer = create_optimizer(
         config.optimizer,
         [model.backbone, model.head],
@@ -207,11 +242,14 @@ def pretrain(
         mean=DEFAULT_MEAN,
         std=DEFAULT_STD,
     )
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed + context.rank)
+    dataset = PairDataset(paths, transform)
+    sampler = create_sampler(dataset, context, seed=config.seed)
     loader = DataLoader(
-        PairDataset(paths, transform),
-        batch_size=config.batch_size,
-        shuffle=True,
+        dataset,
+        batch_size=config.batch_size // context.world_size,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=True,
         num_workers=workers,
         collate_fn=collate_pairs,
@@ -222,7 +260,9 @@ def pretrain(
     )
 
     # The run folder and its resolved configuration.
-    run_dir = prepare_run_folder(config.out, force=config.force)
+    run_dir = Path(config.out)
+    if context.is_main:
+        run_dir = prepare_run_folder(config.out, force=config.force)
     resolved = config_to_dict(config)
     resolved.update(
         {
@@ -234,13 +274,16 @@ def pretrain(
             "workers": workers,
             "precision": precision.value,
             "device": device.type,
+            "world_size": context.world_size,
         }
     )
     config_text = _toml.dumps(
         {"pretrain": resolved, "plan": {"total_steps": total_steps, "warmup_steps": warmup_steps}}
     )
-    atomic_write(run_dir / "config.toml", lambda p: Path(p).write_text(config_text))
-    metrics_file = open(run_dir / "metrics.jsonl", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    if context.is_main:
+        atomic_write(run_dir / "config.toml", lambda p: Path(p).write_text(config_text))
+    metrics_path = run_dir / "metrics.jsonl" if context.is_main else os.devnull
+    metrics_file = open(metrics_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     # The training loop.
     progress(ProgressEvent("start", "pretrain", total=total_steps))
@@ -253,8 +296,11 @@ def pretrain(
     try:
         while step < total_steps:
             steps_before_epoch = step
+            if sampler is not None:
+                sampler.set_epoch(epoch)  # A new shuffle of the shares every epoch.
             for views_a, views_b, dropped in loader:
                 skipped += dropped
+                views_a, views_b = agree_batch_size(views_a, views_b, context)
                 if views_a.shape[0] < 2:
                     continue
                 # Learning rate from the step alone, so a re-planned run follows the same curve.
@@ -267,24 +313,25 @@ def pretrain(
                 views_a = views_a.to(device, non_blocking=True)
                 views_b = views_b.to(device, non_blocking=True)
                 loss = contrastive_step(
-                    model,
+                    network,
                     views_a,
                     views_b,
                     temperature=config.temperature,
                     autocast_context=autocast(precision, device),
+                    context=context,
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 step += 1
-                images_seen += views_a.shape[0]
+                images_seen += views_a.shape[0] * context.world_size
                 window_loss += loss.item()
                 window_steps += 1
-                window_images += views_a.shape[0]
+                window_images += views_a.shape[0] * context.world_size
                 # Log a line and report progress every log_every steps and at the end.
                 if step % config.log_every == 0 or step == total_steps:
                     now = time.perf_counter()
-                    last_loss = window_loss / window_steps
+                    last_loss = average_across_ranks(window_loss / window_steps, context)
                     record = {
                         "step": step,
                         "epoch": round(step / steps_per_epoch, 4),
@@ -314,12 +361,14 @@ def pretrain(
     finally:
         metrics_file.close()
     seconds = time.perf_counter() - started
+    skipped = sum_across_ranks(skipped, context)
     progress(ProgressEvent("end", "pretrain", total=total_steps, completed=step))
 
     # Save the encoder with everything needed to rebuild it.
     model.metadata = model.metadata.replace(steps=step, images_seen=images_seen)
     model_path = run_dir / "model.safetensors"
-    save_model(model_path, model)
+    if context.is_main:
+        save_model(model_path, model)
     return PretrainResult(
         run_dir=run_dir,
         model_path=model_path,
