@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+import tomllib
+import torch
 from typer.testing import CliRunner
 
 from simclr_cli.cli.app import app
@@ -69,3 +73,71 @@ def test_pretrain__existing_run_needs_force(shapes_dir: Path, tmp_path: Path):
 def test_pretrain__help_shows_examples():
     result = runner.invoke(app, ["pretrain", "--help"])
     assert result.exit_code == 0 and "simclr pretrain ./images --out runs/first" in result.output
+
+
+def test_pretrain__cpu_processes_train_and_save_one_model(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "pretrain",
+            str(shapes_dir),
+            "--out",
+            str(out),
+            *TINY,
+            "--cpu-processes",
+            "2",
+            "--log-every",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Saved" in result.output
+    assert sorted(path.name for path in out.iterdir()) == [
+        "config.toml",
+        "metrics.jsonl",
+        "model.safetensors",
+    ]
+    metadata = read_metadata(out / "model.safetensors")
+    # --batch-size is global: 2 steps of 8 images, 4 on each of the 2 ranks.
+    assert metadata.steps == 2 and metadata.images_seen == 16
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["loss"] > 0 for line in lines)
+    assert tomllib.loads((out / "config.toml").read_text())["pretrain"]["world_size"] == 2
+
+
+def test_pretrain__error_in_a_rank_reaches_the_user(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = runner.invoke(
+        app, ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--cpu-processes", "2"]
+    )
+    assert result.exit_code == 1
+    assert "is not empty" in result.output and "--force" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gpus", "2", "--cpu-processes", "2"], "cannot be used together"),
+        (["--cpu-processes", "3"], "does not split evenly over 3 processes"),
+        (["--gpus", "two"], "must be a number or all"),
+    ],
+)
+def test_pretrain__bad_process_flags_exit_2_before_starting(
+    shapes_dir: Path, tmp_path: Path, flags: list[str], message: str
+):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["pretrain", str(shapes_dir), "--out", str(out), *TINY, *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_pretrain__gpus_without_cuda_exit_2(shapes_dir: Path, tmp_path: Path):
+    result = runner.invoke(
+        app, ["pretrain", str(shapes_dir), "--out", str(tmp_path / "run"), *TINY, "--gpus", "2"]
+    )
+    assert result.exit_code == 2 and "needs CUDA GPUs" in result.output
