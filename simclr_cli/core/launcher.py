@@ -19,6 +19,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,6 +38,11 @@ LAUNCHER_LOGGERS = (
 
 #: Prefix of the message a rank leaves when a ``SimCLRError`` stopped it.
 _RANK_ERROR = "RankError: "
+
+#: How long a rank that lost contact with another waits before failing itself: the launcher
+#: reports the first rank to fail, and the one that lost its peer is rarely the cause. Within
+#: this time the launcher sees the rank that failed first and stops this one.
+PEER_FAILURE_GRACE_SECONDS = 3.0
 
 
 class RankError(Exception):
@@ -66,10 +72,23 @@ def run_rank(function: Callable[..., Any], *args: Any) -> Any:
             traceback.print_exc()
         record = {"exit_code": error.exit_code, "message": str(error)}
         raise RankError(json.dumps(record)) from None
-    except BaseException:
+    except BaseException as error:
         if _debug():
             traceback.print_exc()
+        if _lost_a_peer(error):
+            time.sleep(PEER_FAILURE_GRACE_SECONDS)
         raise
+
+
+def _lost_a_peer(error: BaseException) -> bool:
+    """Whether a collective failed because another rank went away."""
+    import torch.distributed as dist
+
+    collective_error = getattr(dist, "DistError", RuntimeError)
+    text = str(error).lower()
+    return isinstance(error, collective_error) or any(
+        words in text for words in ("connection closed by peer", "connection reset", "broken pipe")
+    )
 
 
 def launch_workers(entrypoint: Callable[..., Any], *args: Any, processes: int) -> dict[int, Any]:
@@ -214,6 +233,18 @@ def _pretrain_rank(config: PretrainConfig, events: Any) -> Any:
     return result if rank == 0 else None
 
 
+def _refuse_run_folder_early(config: PretrainConfig) -> None:
+    # Rank 0 prepares the run folder; refusing a folder it would refuse, before any process
+    # starts, saves the user the wait. Nothing is created or removed here.
+    from .train import prepare_run_folder
+
+    out = config.out
+    if (out.exists() and not out.is_dir()) or (
+        out.is_dir() and any(out.iterdir()) and not config.force
+    ):
+        prepare_run_folder(out, force=False)
+
+
 def launch_pretrain(*, config: PretrainConfig, progress: ProgressCallback, processes: int) -> Any:
     """Pretrain in ``processes`` processes on this machine and return rank 0's result.
 
@@ -230,6 +261,7 @@ def launch_pretrain(*, config: PretrainConfig, progress: ProgressCallback, proce
     Raises:
         SimCLRError: When a rank fails (see ``launch_workers``).
     """
+    _refuse_run_folder_early(config)
     events = multiprocessing.get_context("spawn").Queue()
     finished = threading.Event()
 

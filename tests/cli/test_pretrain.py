@@ -106,16 +106,27 @@ def test_pretrain__cpu_processes_train_and_save_one_model(shapes_dir: Path, tmp_
     assert tomllib.loads((out / "config.toml").read_text())["pretrain"]["world_size"] == 2
 
 
-def test_pretrain__error_in_a_rank_reaches_the_user(shapes_dir: Path, tmp_path: Path):
+def test_pretrain__error_in_the_ranks_reaches_the_user(shapes_dir: Path, tmp_path: Path):
+    # The backbone is built in each rank, so its error travels back from there.
+    out = tmp_path / "run"
+    args = ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--cpu-processes", "2"]
+    result = runner.invoke(app, [*args, "--backbone", "not_a_model"])
+    assert result.exit_code == 1
+    assert "unknown backbone 'not_a_model'" in result.output
+    assert "Traceback" not in result.output and "rank" not in result.output
+
+
+def test_pretrain__full_run_folder_is_refused_before_processes_start(
+    shapes_dir: Path, tmp_path: Path
+):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     result = runner.invoke(
         app, ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--cpu-processes", "2"]
     )
-    assert result.exit_code == 1
-    assert "is not empty" in result.output and "--force" in result.output
-    assert "Traceback" not in result.output
+    assert result.exit_code == 1 and "--force" in result.output
+    assert [path.name for path in out.iterdir()] == ["keep.txt"]
 
 
 @pytest.mark.parametrize(

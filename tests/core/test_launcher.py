@@ -46,6 +46,25 @@ def test_launch_workers__killed_rank_stops_the_job_with_a_clear_error(tmp_path: 
     assert stopped - float(marker.read_text()) < STOP_BOUND_SECONDS
 
 
+def _rank_zero_rejects_its_data() -> None:
+    """Rank 0 fails with a user error while rank 1 waits for it in a collective."""
+    dist.init_process_group("gloo")
+    value = torch.ones(1)
+    dist.all_reduce(value)
+    if dist.get_rank() == 0:
+        raise DataError("folder x holds no images; check the path")
+    for _ in range(1000):
+        dist.all_reduce(value)
+        time.sleep(0.01)
+
+
+def test_launch_workers__user_error_of_a_rank_wins_over_the_peer_it_stranded():
+    with pytest.raises(DistributedError) as caught:
+        launch_workers(_rank_zero_rejects_its_data, processes=2)
+    assert str(caught.value) == "folder x holds no images; check the path"
+    assert caught.value.exit_code == 1
+
+
 @dataclass
 class FakeFailure:
     """The fields of the launcher's ``ProcessFailure`` that ``describe_failure`` reads."""
