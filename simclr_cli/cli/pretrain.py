@@ -48,7 +48,9 @@ EPILOG = """[bold]Examples[/]
 
   simclr pretrain ./images --gpus 4 --batch-size 1024   [dim]# 256 images per GPU[/]
 
-  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:PORT -m simclr_cli pretrain ./images
+  [dim]# On each of 2 machines with 8 GPUs:[/]
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-id run1
+  --rdzv-endpoint HOST:PORT -m simclr_cli pretrain ./images --batch-size 4096
 """
 
 
