@@ -110,7 +110,8 @@ def is_main_process() -> bool:
 def plan_processes(config: PretrainConfig) -> ProcessPlan:
     """Check the process settings of a run and decide how many processes it needs.
 
-    Runs before any process starts, so that bad flags end with one line and exit code 2.
+    Runs before any process starts, so that bad flags end with one line and exit code 2. In a
+    rank of a GPU job it also makes the rank's GPU the current CUDA device.
 
     Args:
         config: The run's settings (``gpus``, ``cpu_processes``, ``device``, ``batch_size``).
@@ -165,6 +166,10 @@ def plan_processes(config: PretrainConfig) -> ProcessPlan:
                 f"that the launcher started; leave {flag} out under torchrun"
             )
         world_size = int(os.environ["WORLD_SIZE"])
+        if backend == "nccl":
+            # This rank's GPU becomes the current device before anything touches CUDA, so that
+            # no rank opens a context on GPU 0 by accident.
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     else:
         world_size = count
     if config.batch_size % world_size:

@@ -152,3 +152,16 @@ def test_pretrain__gpus_without_cuda_exit_2(shapes_dir: Path, tmp_path: Path):
         app, ["pretrain", str(shapes_dir), "--out", str(tmp_path / "run"), *TINY, "--gpus", "2"]
     )
     assert result.exit_code == 2 and "needs CUDA GPUs" in result.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_pretrain__two_gpus_train_and_save_one_model(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--gpus", "2", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    metadata = read_metadata(out / "model.safetensors")
+    assert metadata.steps == 2 and metadata.images_seen == 16
+    assert tomllib.loads((out / "config.toml").read_text())["pretrain"]["device"] == "cuda"
