@@ -20,6 +20,7 @@ from ..core.config import (
     PretrainConfig,
     Stem,
 )
+from ..core.distributed import is_main_process
 from ..core.errors import RunInterrupted
 from ..core.train import pretrain
 from . import _console
@@ -38,6 +39,7 @@ MODEL = "Model"
 AUGMENT = "Augmentation"
 OPTIMISE = "Optimisation"
 RUN = "Run"
+PROCESSES = "Processes"
 
 EPILOG = """[bold]Examples[/]
 
@@ -51,6 +53,11 @@ EPILOG = """[bold]Examples[/]
 
   simclr pretrain ./photos --out runs/long --checkpoint-every 30m --resume
   simclr pretrain ./photos --batch-size 4096 --accumulate 16   # 4096 images in the memory of 256
+  simclr pretrain ./images --gpus 4 --batch-size 1024   [dim]# 256 images per GPU[/]
+
+  [dim]# On each of 2 machines with 8 GPUs:[/]
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-id run1
+  --rdzv-endpoint HOST:PORT -m simclr_cli pretrain ./images --batch-size 4096
 """
 
 
@@ -179,6 +186,36 @@ def pretrain_command(
         ),
     ] = Precision.auto,
     device: DeviceOption = DeviceName.auto,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            metavar="N|all",
+            help="Train on N GPUs of this machine, one process each (NCCL), or on all of them: "
+            "--gpus all. --batch-size is the global batch, split over the GPUs.",
+            rich_help_panel=PROCESSES,
+            show_default=False,
+        ),
+    ] = None,
+    cpu_processes: Annotated[
+        int | None,
+        typer.Option(
+            "--cpu-processes",
+            metavar="N",
+            help="Train in N processes on the CPU (gloo), for development or many-core servers.",
+            rich_help_panel=PROCESSES,
+            show_default=False,
+        ),
+    ] = None,
+    sync_bn: Annotated[
+        bool,
+        typer.Option(
+            "--sync-bn/--no-sync-bn",
+            help="Batch norm statistics over the global batch (the paper's global BN) or per "
+            "process.",
+            rich_help_panel=PROCESSES,
+        ),
+    ] = True,
     workers: WorkersOption = None,
     seed: SeedOption = 0,
     log_every: Annotated[
@@ -274,6 +311,9 @@ def pretrain_command(
         seed=seed,
         precision=precision,
         device=device,
+        gpus=gpus,
+        cpu_processes=cpu_processes,
+        sync_batch_norm=sync_bn,
         log_every=log_every,
         force=force,
         resume=resume,
@@ -283,13 +323,20 @@ def pretrain_command(
         val=val,
         eval_every=eval_every,
     )
+    # Under torchrun every rank runs this command; rank 0 alone draws and prints.
+    main = is_main_process()
     try:
-        with create_progress(quiet=quiet) as progress:
+        with create_progress(quiet=quiet or not main) as progress:
             result = pretrain(config=config, progress=progress)
     except RunInterrupted as stop:
         # A requested stop, not an error: say where the checkpoint is and how to continue.
-        _console.stderr.print(f"[yellow]{escape(str(stop))}[/]", highlight=False, soft_wrap=True)
+        if main:
+            _console.stderr.print(
+                f"[yellow]{escape(str(stop))}[/]", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(stop.exit_code) from None
+    if not main:
+        return
     minutes, seconds = divmod(round(result.seconds), 60)
     line = f"Saved [bold]{escape(str(result.model_path))}[/] · {result.steps} steps · "
     if result.steps > result.resumed_from:  # A resumed run that was already finished trains none.

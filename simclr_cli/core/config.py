@@ -111,6 +111,9 @@ class PretrainConfig:
     seed: int = 0
     precision: Precision = Precision.auto
     device: DeviceName = DeviceName.auto
+    gpus: int | str | None = None
+    cpu_processes: int | None = None
+    sync_batch_norm: bool = True
     log_every: int = 10
     force: bool = False
     resume: bool = False
@@ -136,6 +139,7 @@ class PretrainConfig:
         self.precision = _choice(Precision, self.precision, "--precision")
         self.device = _choice(DeviceName, self.device, "--device")
         self.on_bad_image = _choice(BadImagePolicy, self.on_bad_image, "--on-bad-image")
+        self.gpus = _gpu_count(self.gpus)
 
     def validate(self) -> None:
         """Refuse impossible values with a message that says how to fix them.
@@ -182,6 +186,10 @@ class PretrainConfig:
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError("--time-budget must be positive, such as 265s, 10m or 2h")
         _positive("--eval-every", self.eval_every)
+        if isinstance(self.gpus, int):
+            _positive("--gpus", self.gpus)
+        if self.cpu_processes is not None:
+            _positive("--cpu-processes", self.cpu_processes)
 
 
 @dataclass
@@ -373,6 +381,19 @@ def _choice(enum: type[Enum], value: object, flag: str) -> Any:
     except ValueError:
         choices = ", ".join(item.value for item in enum)
         raise ConfigError(f"{flag} {value!r} is not one of: {choices}") from None
+
+
+def _gpu_count(value: object) -> int | str | None:
+    # --gpus takes a number or the word "all" (every visible GPU).
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    if text == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--gpus {value!r} must be a number or all") from None
 
 
 def _positive(flag: str, value: int) -> None:

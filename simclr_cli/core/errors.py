@@ -82,3 +82,11 @@ class RunInterrupted(SimCLRError):
 
 class TrainingDivergedError(SimCLRError):
     """The loss or the gradients stayed non-finite for several steps in a row."""
+
+
+class DistributedError(SimCLRError):
+    """A rank of a multi-process run failed; the message is that rank's, the job was stopped."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -111,11 +111,13 @@ class SkippedImages:
     Args:
         path: The list file; lines already in it (from before a resume) are kept.
         fail: Raise at the first bad image instead of skipping it.
+        write: Append to the list file; off on the ranks of a job other than rank 0.
     """
 
-    def __init__(self, path: Path, *, fail: bool = False):
+    def __init__(self, path: Path, *, fail: bool = False, write: bool = True):
         self.path = Path(path)
         self.fail = fail
+        self.write = write
         self.listed: set[str] = set()
         if self.path.exists():
             text = self.path.read_text(encoding="utf-8", errors="surrogateescape")
@@ -134,7 +136,7 @@ class SkippedImages:
                 f"{bad[0].reason} (--on-bad-image fail; use skip to leave such files out)",
             )
         new = [item for item in bad if item.path not in self.listed]
-        if new:
+        if new and self.write:
             # The file names are written as they are on disk, even when they are not UTF-8.
             with open(self.path, "a", encoding="utf-8", errors="surrogateescape") as stream:
                 stream.writelines(f"{item.path}\t{item.reason}\n" for item in new)

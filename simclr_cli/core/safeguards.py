@@ -112,7 +112,9 @@ class RunGuard:
         total_steps: int,
         skipped: SkippedImages,
         progress: ProgressCallback = null_progress,
+        is_main: bool = True,
     ):
+        self.is_main = is_main
         self.run_dir = Path(run_dir)
         self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
         self.model = model
@@ -246,6 +248,11 @@ class RunGuard:
         Raises:
             DiskFullError: When the disk is full; the previous checkpoint is kept.
         """
+        if not self.is_main:
+            # Only rank 0 writes; the other ranks hold the same weights (DDP keeps them equal).
+            self.saved_step = self.position.step
+            self._last_save = time.monotonic()
+            return
         with self.disk_full_hint():
             save_checkpoint(
                 self.checkpoint_path,
@@ -327,6 +334,7 @@ def create_run_guard(
     total_steps: int,
     bad_images: Sequence[BadImage],
     progress: ProgressCallback = null_progress,
+    is_main: bool = True,
 ) -> RunGuard:
     """The ``RunGuard`` of a pretraining run, with the header scan's bad images listed.
 
@@ -341,9 +349,12 @@ def create_run_guard(
         total_steps: Steps of the whole run.
         bad_images: Files the header scan found unusable; listed in ``RUN/skipped.txt``.
         progress: Receives ``message`` events.
+        is_main: Whether this process writes files (rank 0 of a job, or a single process).
     """
     skipped = SkippedImages(
-        Path(run_dir) / SKIPPED_NAME, fail=config.on_bad_image is BadImagePolicy.fail
+        Path(run_dir) / SKIPPED_NAME,
+        fail=config.on_bad_image is BadImagePolicy.fail,
+        write=is_main,
     )
     already_listed = bool(skipped.listed)
     skipped.record(bad_images)
@@ -358,11 +369,12 @@ def create_run_guard(
         loader_generator=loader_generator,
         settings=settings,
         interval=parse_interval(config.checkpoint_every),
-        batch_size=config.batch_size,
-        batches_per_epoch=sampler.num_items // config.batch_size,
+        batch_size=config.batch_size // sampler.world_size,
+        batches_per_epoch=sampler.share // (config.batch_size // sampler.world_size),
         total_steps=total_steps,
         skipped=skipped,
         progress=progress,
+        is_main=is_main,
     )
 
 

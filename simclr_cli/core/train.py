@@ -31,7 +31,19 @@ from .budget import TimeBudget, budget_stem
 from .checkpoint import find_resumable_checkpoint
 from .config import PretrainConfig, config_to_dict
 from .data import PairDataset, collate_pairs, find_images
-from .errors import DataError, RunFolderError
+from .distributed import (
+    SINGLE_PROCESS,
+    RankContext,
+    agree_batch_size,
+    average_across_ranks,
+    join_job,
+    nt_xent_across_ranks,
+    per_rank_workers,
+    plan_processes,
+    prepare_model,
+    sum_across_ranks,
+)
+from .errors import DataError, RunFolderError, UsageError
 from .grad_cache import cached_contrastive_loss
 from .image_check import describe_bad_images, refuse_bad_images, scan_images
 from .model import SimCLRModel, create_simclr_model
@@ -127,6 +139,7 @@ def contrastive_step(
     temperature: float,
     autocast_context: object,
     accumulate: int = 1,
+    context: RankContext = SINGLE_PROCESS,
 ) -> torch.Tensor:
     """Forward both views in one batch and return the NT-Xent loss.
 
@@ -142,6 +155,9 @@ def contrastive_step(
         temperature: Loss temperature.
         autocast_context: Context manager for mixed precision.
         accumulate: Micro-batches per batch (gradient caching when above 1).
+        context: This rank's place in a multi-process job; with several ranks the views are
+            this rank's share of the global batch and the loss is that of its rows against
+            every rank's views (see ``distributed``).
 
     Returns:
         The scalar loss.
@@ -158,6 +174,8 @@ def contrastive_step(
     with autocast_context:
         _, projections = model(torch.cat([views_a, views_b]))
     z_a, z_b = projections.float().chunk(2)
+    if context.distributed:
+        return nt_xent_across_ranks(z_a, z_b, temperature=temperature, context=context)
     return nt_xent_loss(z_a, z_b, temperature=temperature)
 
 
@@ -182,8 +200,15 @@ def pretrain(
     budget = (
         TimeBudget(config.time_budget, max_steps=config.max_steps) if config.time_budget else None
     )
-    device = resolve_device(config.device)
+    plan = plan_processes(config)
+    device = resolve_device(plan.device)
     use_idle_cores(device)
+    if plan.world_size > 1 and (config.time_budget is not None or config.accumulate > 1):
+        # Both change the step or its gradients on each rank alone; ranks would fall out of step.
+        raise UsageError(
+            "--time-budget and --accumulate work on one process only for now; drop them or "
+            "run without --gpus/--cpu-processes"
+        )
     precision = resolve_precision(config.precision, device)
     paths = find_images(config.data)
     # Files that cannot be images at all are found now, before the first step.
@@ -219,6 +244,18 @@ def pretrain(
         scaling=config.lr_scaling,
     )
 
+    # Several processes: start them now that the input is known to be good (rank 0's result
+    # comes back), or join the job this process is a rank of. Only rank 0 writes and reports.
+    if plan.launch:
+        from .launcher import launch_pretrain
+
+        return launch_pretrain(config=config, progress=progress, processes=plan.processes)
+    context = join_job(plan)
+    if not context.is_main:
+        progress = null_progress
+    if config.workers is None:
+        workers = per_rank_workers(workers, context)
+
     # Build the model; an unknown backbone or an impossible size fails here.
     seed_everything(config.seed)
     model = create_simclr_model(
@@ -238,6 +275,9 @@ def pretrain(
             "temperature": config.temperature,
         },
     ).to(device)
+    network = prepare_model(model, context, device=device, sync_batch_norm=config.sync_batch_norm)
+    if context.rank:
+        seed_everything(config.seed + context.rank)  # Each rank draws its own augmentations.
     optimizer = create_optimizer(
         config.optimizer,
         [model.backbone, model.head],
@@ -247,7 +287,7 @@ def pretrain(
 
     # The online kNN monitor reads its labelled images now, so a bad --val fails early.
     monitor = None
-    if config.val is not None:
+    if config.val is not None and context.is_main:
         monitor = KnnMonitor(
             config.val, metadata=model.metadata, every=config.eval_every, device=device
         )
@@ -260,11 +300,13 @@ def pretrain(
         mean=DEFAULT_MEAN,
         std=DEFAULT_STD,
     )
-    generator = torch.Generator().manual_seed(config.seed)
-    sampler = ResumableRandomSampler(len(paths), seed=config.seed)
+    generator = torch.Generator().manual_seed(config.seed + context.rank)
+    sampler = ResumableRandomSampler(
+        len(paths), seed=config.seed, rank=context.rank, world_size=context.world_size
+    )
     loader = DataLoader(
         PairDataset(paths, transform),
-        batch_size=config.batch_size,
+        batch_size=config.batch_size // context.world_size,
         sampler=sampler,
         drop_last=True,
         num_workers=workers,
@@ -287,17 +329,18 @@ def pretrain(
             "workers": workers,
             "precision": precision.value,
             "device": device.type,
+            "world_size": context.world_size,
         }
     )
-    plan = {"total_steps": total_steps, "warmup_steps": warmup_steps}
-    settings = {**resolved, **plan, "num_images": len(paths)}
+    step_plan = {"total_steps": total_steps, "warmup_steps": warmup_steps}
+    settings = {**resolved, **step_plan, "num_images": len(paths)}
     checkpoint = find_resumable_checkpoint(config.out, resume=config.resume, settings=settings)
-    if checkpoint is None:
+    run_dir = Path(config.out)
+    if checkpoint is None and context.is_main:
         run_dir = prepare_run_folder(config.out, force=config.force or config.resume)
-    else:
-        run_dir = Path(config.out)
-    config_text = _toml.dumps({"pretrain": resolved, "plan": plan})
-    atomic_write(run_dir / "config.toml", lambda p: Path(p).write_text(config_text))
+    config_text = _toml.dumps({"pretrain": resolved, "plan": step_plan})
+    if context.is_main:
+        atomic_write(run_dir / "config.toml", lambda p: Path(p).write_text(config_text))
 
     # Checkpoints, resume, stop signals, non-finite steps and bad images (see safeguards.py).
     guard = create_run_guard(
@@ -311,9 +354,11 @@ def pretrain(
         total_steps=total_steps,
         bad_images=bad_images,
         progress=progress,
+        is_main=context.is_main,
     )
     position = guard.resume(checkpoint)
-    metrics_file = open(run_dir / "metrics.jsonl", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    metrics_path = run_dir / "metrics.jsonl" if context.is_main else os.devnull
+    metrics_file = open(metrics_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     # The training loop.
     progress(ProgressEvent("start", "pretrain", total=total_steps, completed=position.step))
@@ -331,6 +376,7 @@ def pretrain(
             guard.start_epoch(epoch)
             for views_a, views_b, dropped in loader:
                 skipped += guard.note_batch(dropped)
+                views_a, views_b = agree_batch_size(views_a, views_b, context)
                 if views_a.shape[0] < 2:
                     continue
                 # Learning rate from the step alone, so a re-planned run follows the same curve.
@@ -343,12 +389,13 @@ def pretrain(
                 views_a = views_a.to(device, non_blocking=True)
                 views_b = views_b.to(device, non_blocking=True)
                 loss = contrastive_step(
-                    model,
+                    network,
                     views_a,
                     views_b,
                     temperature=config.temperature,
                     autocast_context=autocast(precision, device),
                     accumulate=config.accumulate,
+                    context=context,
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -358,7 +405,7 @@ def pretrain(
                     window_loss += loss.item()
                     window_steps += 1
                 step += 1
-                images_seen += views_a.shape[0]
+                images_seen += views_a.shape[0] * context.world_size
                 # With --time-budget, the measured speed fixes (and corrects) the step count.
                 if budget is not None:
                     total_steps = budget.plan(step, total_steps)
@@ -370,11 +417,13 @@ def pretrain(
                         model.backbone, step=step, autocast_context=autocast(precision, device)
                     )
                     metrics_file.write(json.dumps(evaluation) + "\n")
-                window_images += views_a.shape[0]
+                window_images += views_a.shape[0] * context.world_size
                 # Log a line and report progress every log_every steps and at the end.
                 if step % config.log_every == 0 or step == total_steps:
                     now = time.perf_counter()
-                    last_loss = window_loss / window_steps if window_steps else float("nan")
+                    last_loss = average_across_ranks(
+                        window_loss / window_steps if window_steps else float("nan"), context
+                    )
                     record = {
                         "step": step,
                         "epoch": round(step / steps_per_epoch, 4),
@@ -411,13 +460,15 @@ def pretrain(
         guard.uninstall()
         metrics_file.close()
     seconds = time.perf_counter() - started
+    skipped = sum_across_ranks(skipped, context)
     progress(ProgressEvent("end", "pretrain", total=total_steps, completed=step))
 
     # Save the encoder with everything needed to rebuild it.
     model.metadata = model.metadata.replace(steps=step, images_seen=images_seen)
     model_path = run_dir / "model.safetensors"
-    with guard.disk_full_hint():
-        save_model(model_path, model)
+    if context.is_main:
+        with guard.disk_full_hint():
+            save_model(model_path, model)
     return PretrainResult(
         run_dir=run_dir,
         model_path=model_path,
