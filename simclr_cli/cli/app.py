@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import demo, embed, pretrain
+from . import demo, embed, pretrain, visualize_aug
 
 app = typer.Typer(
     name="simclr",
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.command("pretrain", epilog=pretrain.EPILOG)(pretrain.pretrain_command)
 app.command("embed", epilog=embed.EPILOG)(embed.embed_command)
 app.command("demo")(demo.demo_command)
+app.command("visualize-aug", epilog=visualize_aug.EPILOG)(visualize_aug.visualize_aug_command)
 
 
 def _version(value: bool) -> None:

@@ -49,3 +49,7 @@ class ModelFileError(SimCLRError):
 
 class RunFolderError(SimCLRError):
     """A run folder that would be overwritten or cannot be written."""
+
+
+class DisplayError(SimCLRError):
+    """A terminal that cannot show the output, such as one too narrow for a row of images."""
