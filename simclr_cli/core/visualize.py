@@ -36,6 +36,10 @@ STRENGTH_RANGE = (0.0, 2.0)
 MIN_COLUMN = 24
 #: Widest column: wider panels are just taller, not clearer, in half blocks.
 MAX_COLUMN = 48
+#: Caption lines per pair assumed when fitting pictures into a fixed height.
+CAPTION_LINES = 6
+#: Smallest picture, in cells, worth showing in interactive mode before dropping pairs.
+MIN_INTERACTIVE_PANEL = 16
 #: Blank cells between the columns of the terminal grid.
 GAP = 2
 #: Colours of view A's and view B's crop boxes and labels (PNG and 24-bit terminal).
@@ -82,12 +86,15 @@ class AugmentedPair:
         image: The decoded image.
         views: Views A and B, uint8 (3, S, S).
         params: The parameters drawn for views A and B.
+        seeds: Seeds of the generators that drew views A and B: ``ViewTransform`` with
+            ``torch.Generator().manual_seed(seed)`` and the same settings draws them again.
     """
 
     path: Path
     image: Image.Image
     views: tuple[torch.Tensor, torch.Tensor]
     params: tuple[ViewParams, ViewParams]
+    seeds: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -95,8 +102,8 @@ class AugmentationPreview:
     """Images, the augmentation settings, and the views drawn for them; redrawable.
 
     ``draw`` makes new views; ``change_strength`` and ``next_preset`` change the settings and
-    draw again from the same random state, so the crops stay put and only the colours (or the
-    blur) change.
+    draw the same views again (each view has a generator of its own, and the crop and flip are
+    drawn first), so the crops stay put and only the colours or the blur change.
 
     Attributes:
         images: Paths and decoded images, one per pair (a single file repeats).
@@ -116,29 +123,36 @@ class AugmentationPreview:
 
     def __post_init__(self) -> None:
         self._generator = torch.Generator().manual_seed(self.seed)
-        self._state = self._generator.get_state()
+        self._view_seeds = self._new_seeds()
         if not self.pairs:
-            self._draw_from_state()
+            self._draw_views()
 
-    def _draw_from_state(self) -> None:
-        self._generator.set_state(self._state)
-        transform = ViewTransform(
-            self.settings.preset,
-            image_size=self.settings.image_size,
-            color_strength=self.settings.color_strength,
-            generator=self._generator,
-        )
+    def _new_seeds(self) -> list[int]:
+        count = 2 * len(self.images)
+        return torch.randint(0, 2**62, (count,), generator=self._generator).tolist()
+
+    def _draw_views(self) -> None:
         self.pairs = []
-        for path, image in self.images:
-            view_a, params_a = transform.view(image)
-            view_b, params_b = transform.view(image)
-            self.pairs.append(AugmentedPair(path, image, (view_a, view_b), (params_a, params_b)))
+        for index, (path, image) in enumerate(self.images):
+            seeds = (self._view_seeds[2 * index], self._view_seeds[2 * index + 1])
+            drawn = []
+            for seed in seeds:
+                transform = ViewTransform(
+                    self.settings.preset,
+                    image_size=self.settings.image_size,
+                    color_strength=self.settings.color_strength,
+                    generator=torch.Generator().manual_seed(seed),
+                )
+                drawn.append(transform.view(image))
+            views = (drawn[0][0], drawn[1][0])
+            params = (drawn[0][1], drawn[1][1])
+            self.pairs.append(AugmentedPair(path, image, views, params, seeds))
 
     def draw(self) -> None:
         """Draw new views of the same images."""
-        self._state = self._generator.get_state()
+        self._view_seeds = self._new_seeds()
         self.draws += 1
-        self._draw_from_state()
+        self._draw_views()
 
     def change_strength(self, delta: float) -> None:
         """Change the colour strength by ``delta`` (kept in [0, 2]) and redraw the same views."""
@@ -147,7 +161,7 @@ class AugmentationPreview:
         self.settings = AugmentationSettings(
             self.settings.preset, strength, self.settings.image_size, self.settings.model
         )
-        self._draw_from_state()
+        self._draw_views()
 
     def next_preset(self) -> None:
         """Switch between ``imagenet`` and ``cifar`` and redraw the same views."""
@@ -155,7 +169,7 @@ class AugmentationPreview:
         self.settings = AugmentationSettings(
             preset, self.settings.color_strength, self.settings.image_size, self.settings.model
         )
-        self._draw_from_state()
+        self._draw_views()
 
 
 def resolve_settings(config: VisualizeConfig) -> AugmentationSettings:
@@ -367,10 +381,12 @@ class TerminalLayout:
     Attributes:
         column: Width of each column in cells (captions wrap to it).
         panel: Width of each picture in cells; in half blocks also its height in pixels.
+        pairs: How many pairs are shown (fewer than asked when a fixed height cannot hold all).
     """
 
     column: int
     panel: int
+    pairs: int = 1
 
     @property
     def width(self) -> int:
@@ -401,13 +417,17 @@ def fit_layout(columns: int, *, rows: int | None = None, pairs: int = 1) -> Term
             "for one pair: widen the window, or write a PNG with --save grid.png"
         )
     column = min(MAX_COLUMN, (columns - 2 * GAP) // 3)
-    panel = column
-    if rows is not None:
-        # Each pair takes panel/2 lines of half blocks, about six caption lines and a blank line;
-        # one header line and two status lines are shared.
-        per_pair = max(1, (rows - 3) // max(1, pairs)) - 7
-        panel = max(8, min(column, 2 * per_pair))
-    return TerminalLayout(column=column, panel=panel)
+    if rows is None:
+        return TerminalLayout(column=column, panel=column, pairs=pairs)
+    # Each pair takes panel/2 lines of half blocks, its captions and a blank line, under one
+    # header line. Pairs are dropped from the end until the pictures are big enough to see.
+    shown = max(1, pairs)
+    while True:
+        lines_per_pair = (rows - 1) // shown
+        panel = min(column, 2 * (lines_per_pair - CAPTION_LINES - 1))
+        if panel >= MIN_INTERACTIVE_PANEL or shown == 1:
+            return TerminalLayout(column=column, panel=max(4, panel), pairs=shown)
+        shown -= 1
 
 
 def _colored(text: str, index: int, protocol: Protocol) -> str:
@@ -501,8 +521,10 @@ def render_terminal(
     header = f"{settings.describe()}, seed {preview.seed}"
     if preview.draws:
         header += f", draw {preview.draws + 1}"
+    if layout.pairs < len(preview.pairs):
+        header += f"; {layout.pairs} of {len(preview.pairs)} pairs fit, a taller window shows more"
     parts = [header[: layout.width]]
-    for pair in preview.pairs:
+    for pair in preview.pairs[: layout.pairs]:
         parts.append(_pictures(pair, layout, protocol))
         captions = caption_columns(pair, settings.preset, layout.column)
         parts.append(_caption_block(captions, layout, protocol))

@@ -20,6 +20,7 @@ from simclr_cli.core.visualize import (
     AugmentationPreview,
     AugmentationSettings,
     AugmentedPair,
+    TerminalLayout,
     create_augmentation_preview,
     fit_layout,
     grid_layout,
@@ -115,9 +116,20 @@ def test_render_terminal__fits_width_and_refuses_a_narrow_terminal(tmp_path: Pat
         render_terminal(preview, protocol=Protocol.truecolor, columns=minimum_columns() - 1)
 
 
-def test_fit_layout__shrinks_pictures_to_fit_rows():
-    assert fit_layout(200).column == 48
-    assert fit_layout(200, rows=30, pairs=2).panel < fit_layout(200).panel
+def test_fit_layout__shrinks_pictures_and_drops_pairs_to_fit_rows():
+    assert fit_layout(200, pairs=4) == TerminalLayout(column=48, panel=48, pairs=4)
+    shrunk = fit_layout(200, rows=40, pairs=2)
+    assert shrunk.pairs == 2 and 16 <= shrunk.panel < 48
+    # 4 pairs in 40 lines would leave 2-line pictures: show fewer, bigger ones.
+    dropped = fit_layout(200, rows=40, pairs=4)
+    assert dropped.pairs == 2 and dropped.panel >= 16
+
+
+def test_render_terminal__fixed_height_says_how_many_pairs_fit(shapes_dir: Path):
+    preview = _preview(shapes_dir, pairs=4)
+    text = render_terminal(preview, protocol=Protocol.truecolor, columns=100, rows=40)
+    assert "2 of 4 pairs fit" in text.split("\n")[0]
+    assert len(text.split("\n")) <= 40
 
 
 def test_view_caption_items__name_the_drawn_parameters():
@@ -164,14 +176,16 @@ def test_render_terminal__captions_match_the_views_parameters(shapes_dir: Path):
                 assert f"blur sigma {params.blur_sigma:.2f}" in flat
 
 
-def test_preview__views_are_the_training_transform_for_the_same_seed(shapes_dir: Path):
+def test_preview__views_are_the_training_transform_for_their_seeds(shapes_dir: Path):
     from simclr_cli.core.view_params import ViewTransform
 
     preview = _preview(shapes_dir, preset="cifar", color_strength=0.5, pairs=2)
-    generator = torch.Generator().manual_seed(3)
-    transform = ViewTransform("cifar", image_size=32, color_strength=0.5, generator=generator)
     for pair in preview.pairs:
-        for view, params in zip(pair.views, pair.params, strict=True):
+        for view, params, seed in zip(pair.views, pair.params, pair.seeds, strict=True):
+            generator = torch.Generator().manual_seed(seed)
+            transform = ViewTransform(
+                "cifar", image_size=32, color_strength=0.5, generator=generator
+            )
             expected_view, expected_params = transform.view(pair.image)
             assert params == expected_params and torch.equal(view, expected_view)
 
@@ -183,6 +197,8 @@ def test_preview__strength_and_preset_keys_keep_the_crops(shapes_dir: Path, tmp_
     assert [p.crop for pair in preview.pairs for p in pair.params] == crops
     assert handle_key(preview, "p", save_path=tmp_path / "g.png") == "preset imagenet"
     assert preview.settings.preset is Preset.imagenet
+    assert [p.crop for pair in preview.pairs for p in pair.params] == crops
+    assert any(p.blur_sigma is not None for pair in preview.pairs for p in pair.params)
     assert handle_key(preview, " ", save_path=tmp_path / "g.png").startswith("new views")
     assert [p.crop for pair in preview.pairs for p in pair.params] != crops
     assert handle_key(preview, "s", save_path=tmp_path / "g.png").startswith("saved")
