@@ -10,6 +10,7 @@ resolution by ``save_grid``.
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ class AugmentationSettings:
     def describe(self) -> str:
         """One line such as ``preset cifar, colour strength 0.5, 32 px views``."""
         text = (
-            f"preset {self.preset.value}, colour strength {self.color_strength:g}, "
+            f"preset {self.preset.value}, colour strength {_strength(self.color_strength)}, "
             f"{self.image_size} px views"
         )
         return text + (f" (from {self.model.name})" if self.model is not None else "")
@@ -170,6 +171,11 @@ class AugmentationPreview:
             preset, self.settings.color_strength, self.settings.image_size, self.settings.model
         )
         self._draw_views()
+
+
+def _strength(value: float) -> str:
+    # "1.0" rather than "1", but "0.55" as given.
+    return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
 
 
 def resolve_settings(config: VisualizeConfig) -> AugmentationSettings:
@@ -647,6 +653,14 @@ def render_grid(preview: AugmentationPreview) -> Image.Image:
     return grid
 
 
+def _file_mode() -> int:
+    # The mode a newly created file gets from the user's umask, which can only be read by
+    # setting it.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_grid(preview: AugmentationPreview, path: Path) -> Image.Image:
     """Write the grid as a PNG, atomically; returns the image written.
 
@@ -659,6 +673,8 @@ def save_grid(preview: AugmentationPreview, path: Path) -> Image.Image:
     grid = render_grid(preview)
     try:
         atomic_write(path, lambda temporary: grid.save(temporary, format="PNG", optimize=True))
+        # The temporary file behind the atomic write is private (0600); a picture is not.
+        os.chmod(path, _file_mode())
     except OSError as error:
         raise DataError(f"cannot write {path}: {error.strerror or error}") from None
     return grid
@@ -682,10 +698,10 @@ def handle_key(preview: AugmentationPreview, key: str, *, save_path: Path) -> st
         return f"new views (draw {preview.draws + 1})"
     if key in ("+", "="):
         preview.change_strength(STRENGTH_STEP)
-        return f"colour strength {preview.settings.color_strength:g}"
+        return f"colour strength {_strength(preview.settings.color_strength)}"
     if key in ("-", "_"):
         preview.change_strength(-STRENGTH_STEP)
-        return f"colour strength {preview.settings.color_strength:g}"
+        return f"colour strength {_strength(preview.settings.color_strength)}"
     if key in ("p", "P"):
         preview.next_preset()
         return f"preset {preview.settings.preset.value}"
