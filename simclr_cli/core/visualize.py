@@ -308,14 +308,21 @@ def flow(items: list[str], fits: Callable[[str], bool]) -> list[str]:
     """
     lines = [_shorten(items[0], fits)] if items else []
     current = ""
-    for item in items[1:]:
+    rest = items[1:]
+    for index, item in enumerate(rest):
+        # Room is kept for the comma that ends a line when more phrases follow.
+        comma = "," if index < len(rest) - 1 else ""
+
+        def fits_with_comma(text: str, comma: str = comma) -> bool:
+            return fits(text + comma)
+
         candidate = f"{current}, {item}" if current else item
-        if fits(candidate):
+        if fits_with_comma(candidate):
             current = candidate
         else:
             if current:
                 lines.append(current + ",")
-            current = _shorten(item, fits)
+            current = _shorten(item, fits_with_comma)
     if current:
         lines.append(current)
     return lines

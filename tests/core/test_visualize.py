@@ -23,6 +23,7 @@ from simclr_cli.core.visualize import (
     TerminalLayout,
     create_augmentation_preview,
     fit_layout,
+    flow,
     grid_layout,
     handle_key,
     minimum_columns,
@@ -281,3 +282,11 @@ def test_resolve_settings__model_without_augmentation_metadata(trained_model: Pa
     save_file({"backbone.x": torch.zeros(1)}, str(path), metadata=stripped)
     with pytest.raises(ModelFileError, match="records no augmentation settings"):
         resolve_settings(VisualizeConfig(input=Path("."), model=path))
+
+
+def test_flow__lines_with_their_commas_fit_the_width():
+    items = ["view A", "crop 61%: 27x25 at 4,3", "flipped", "brightness 1.21", "hue +0.04"]
+    lines = flow(items, lambda text: len(text) <= 24)
+    assert lines[0] == "view A" and all(len(line) <= 24 for line in lines)
+    assert " ".join(lines[1:]) == ", ".join(items[1:])
+    assert flow(["x", "a" * 40], lambda text: len(text) <= 10) == ["x", "aaaaaaa..."]
