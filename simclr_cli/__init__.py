@@ -87,3 +87,24 @@ __all__ = [
     "save_model",
     "write_embeddings",
 ]
+
+# Augmentation parameters and their preview (`simclr visualize-aug`).
+from .core.config import VisualizeConfig
+from .core.view_params import (
+    ViewParams,
+    ViewTransform,
+    apply_view_params,
+    sample_view_params,
+)
+from .core.visualize import create_augmentation_preview, render_grid, save_grid
+
+__all__ += [
+    "ViewParams",
+    "ViewTransform",
+    "VisualizeConfig",
+    "apply_view_params",
+    "create_augmentation_preview",
+    "render_grid",
+    "sample_view_params",
+    "save_grid",
+]

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import demo, embed, finetune, predict, pretrain, probe
+from . import demo, embed, finetune, predict, pretrain, probe, visualize_aug
 
 app = typer.Typer(
     name="simclr",
@@ -26,6 +26,7 @@ app.command("demo")(demo.demo_command)
 app.command("probe", epilog=probe.EPILOG)(probe.probe_command)
 app.command("finetune", epilog=finetune.EPILOG)(finetune.finetune_command)
 app.command("predict", epilog=predict.EPILOG)(predict.predict_command)
+app.command("visualize-aug", epilog=visualize_aug.EPILOG)(visualize_aug.visualize_aug_command)
 
 
 def _version(value: bool) -> None:

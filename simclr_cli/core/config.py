@@ -375,6 +375,58 @@ class PredictConfig:
             raise ConfigError("give at least one image file or folder to classify")
 
 
+class Protocol(str, Enum):
+    """How ``visualize-aug`` draws images in a terminal; ``auto`` asks the environment."""
+
+    auto = "auto"
+    kitty = "kitty"
+    iterm = "iterm"
+    truecolor = "truecolor"
+    color256 = "256"
+    none = "none"
+
+
+@dataclass
+class VisualizeConfig:
+    """Settings of ``visualize-aug``: which images, which augmentation, how to show it.
+
+    ``None`` for the preset, colour strength or image size means "the model's value when a
+    model is given, else the default of ``pretrain``".
+    """
+
+    input: Path
+    pairs: int = 4
+    preset: Preset | None = None
+    color_strength: float | None = None
+    image_size: int | None = None
+    model: Path | None = None
+    seed: int = 0
+    save: Path | None = None
+    protocol: Protocol = Protocol.auto
+    interactive: bool = False
+
+    def __post_init__(self) -> None:
+        self.input = Path(self.input)
+        self.model = None if self.model is None else Path(self.model)
+        self.save = None if self.save is None else Path(self.save)
+        if self.preset is not None:
+            self.preset = _choice(Preset, self.preset, "--preset")
+        self.protocol = _choice(Protocol, self.protocol, "--protocol")
+
+    def validate(self) -> None:
+        """Refuse impossible values.
+
+        Raises:
+            ConfigError: When a value cannot work.
+        """
+        if not 1 <= self.pairs <= 64:
+            raise ConfigError(f"--pairs {self.pairs} must be between 1 and 64")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError(f"--image-size {self.image_size} is too small; use 8 or more")
+        if self.color_strength is not None and not 0.0 <= self.color_strength <= 2.0:
+            raise ConfigError(f"--color-strength {self.color_strength} must be in [0, 2]")
+
+
 def _choice(enum: type[Enum], value: object, flag: str) -> Any:
     try:
         return enum(getattr(value, "value", value))

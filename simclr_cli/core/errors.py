@@ -90,3 +90,7 @@ class DistributedError(SimCLRError):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class DisplayError(SimCLRError):
+    """A terminal that cannot show the output, such as one too narrow for a row of images."""

@@ -1,0 +1,158 @@
+"""`simclr visualize-aug`: flags -> VisualizeConfig -> core preview -> terminal, PNG or key loop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ..core import _terminal_images as terminal
+from ..core.config import Preset, Protocol, VisualizeConfig
+from ..core.errors import UsageError
+from ..core.visualize import (
+    create_augmentation_preview,
+    render_terminal,
+    run_interactive,
+    save_grid,
+)
+from . import _console
+from ._errors import handle_errors
+from ._options import SeedOption
+
+EPILOG = """[bold]Examples[/]
+
+  simclr visualize-aug ./images --image-size 32
+
+  simclr visualize-aug photo.jpg --pairs 3 --preset imagenet --color-strength 1.0
+
+  simclr visualize-aug ./images --model runs/first/model.safetensors --save grid.png
+
+  simclr visualize-aug ./images --interactive   [dim](space, + / -, p, s, q)[/]
+"""
+
+NOT_A_TERMINAL = (
+    "output is not a terminal, so no pictures were drawn; add --save grid.png to write them "
+    "to a PNG, or --protocol truecolor to print the escape codes anyway"
+)
+
+
+def _print(message: str) -> None:
+    _console.stdout.print(escape(message), highlight=False, soft_wrap=True)
+
+
+@handle_errors
+def visualize_aug_command(
+    input: Annotated[
+        Path,
+        typer.Argument(
+            help="An image file, or a folder whose images are sampled (seeded).",
+            show_default=False,
+        ),
+    ],
+    pairs: Annotated[
+        int, typer.Option("--pairs", "-n", help="Images to show, each with two views.")
+    ] = 4,
+    preset: Annotated[
+        Preset | None,
+        typer.Option(
+            help="Augmentations: imagenet (with blur) or cifar (without); default: the model's, "
+            "else auto (cifar at 64 px and below).",
+            show_default=False,
+        ),
+    ] = None,
+    color_strength: Annotated[
+        float | None,
+        typer.Option(
+            help="Colour distortion strength s; default: the model's, else 1.0 imagenet, "
+            "0.5 cifar.",
+            show_default=False,
+        ),
+    ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Side of the views in pixels; default: the model's, else 224 as in pretrain.",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Use the preset, colour strength and image size recorded in this "
+            "model.safetensors.",
+            show_default=False,
+        ),
+    ] = None,
+    seed: SeedOption = 0,
+    save: Annotated[
+        Path | None,
+        typer.Option(help="Also write the grid, with captions, as a PNG at full resolution."),
+    ] = None,
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            help="How to draw: auto asks the terminal (kitty, iterm, else truecolor or 256-colour "
+            "half blocks); none draws nothing.",
+        ),
+    ] = Protocol.auto,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive",
+            "-i",
+            help="Full screen: space new views, + / - colour strength, p preset, s save, q quit.",
+        ),
+    ] = False,
+) -> None:
+    """Show the two augmented views of some images, with the parameters drawn for each.
+
+    [dim]simclr visualize-aug ./images --image-size 32[/]
+    """
+    config = VisualizeConfig(
+        input=input,
+        pairs=pairs,
+        preset=preset,
+        color_strength=color_strength,
+        image_size=image_size,
+        model=model,
+        seed=seed,
+        save=save,
+        protocol=protocol,
+        interactive=interactive,
+    )
+    is_terminal = sys.stdout.isatty()
+    chosen = config.protocol
+    if chosen is Protocol.auto:
+        chosen = terminal.detect_protocol(os.environ, is_terminal=is_terminal)
+    if interactive:
+        # Checked before any work so that a pipe fails at once, not after decoding images.
+        if not sys.stdin.isatty():
+            raise UsageError("--interactive needs a terminal on stdin; run it in a terminal")
+        if chosen is Protocol.none:
+            chosen = Protocol.color256
+    preview = create_augmentation_preview(config=config)
+    for path in preview.skipped:
+        _print(f"skipped {path}: not a readable image")
+    if interactive:
+        run_interactive(
+            preview,
+            protocol=chosen,
+            save_path=save,
+            input_descriptor=sys.stdin.fileno(),
+            output=sys.stdout,
+        )
+        return
+    if chosen is not Protocol.none:
+        size = shutil.get_terminal_size()
+        sys.stdout.write(render_terminal(preview, protocol=chosen, columns=size.columns) + "\n")
+        sys.stdout.flush()
+    if save is not None:
+        grid = save_grid(preview, save)
+        _print(f"saved {len(preview.pairs)} pairs to {save} ({grid.width}x{grid.height} px)")
+    elif chosen is Protocol.none:
+        _print(NOT_A_TERMINAL if not is_terminal else "nothing drawn (--protocol none)")
