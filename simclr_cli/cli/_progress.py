@@ -31,6 +31,8 @@ def format_metrics(metrics: dict) -> str:
         parts.append(f"lr {metrics['lr']:.3g}")
     if "images_per_second" in metrics:
         parts.append(f"{metrics['images_per_second']:.0f} img/s")
+    if "data_wait" in metrics:
+        parts.append(f"data wait {metrics['data_wait']:.0%}")
     return " · ".join(parts)
 
 

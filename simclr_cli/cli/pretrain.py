@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..core.config import (
+    CacheMode,
     DeviceName,
     HeadVersion,
     LRScaling,
@@ -43,6 +44,8 @@ EPILOG = """[bold]Examples[/]
   simclr pretrain ./cifar/train --image-size 32 --epochs 50 --batch-size 512 --out runs/cifar
 
   simclr pretrain ./photos --backbone resnet50 --optimizer lars --lr-scaling sqrt --epochs 200
+
+  simclr pretrain ./huge-folder --cache off --workers 8 --compile
 """
 
 
@@ -162,6 +165,23 @@ def pretrain_command(
     ] = Precision.auto,
     device: DeviceOption = DeviceName.auto,
     workers: WorkersOption = None,
+    cache: Annotated[
+        CacheMode,
+        typer.Option(
+            help="Keep decoded images in RAM after the first epoch: auto (when they fit half "
+            "the free memory), ram (always) or off (decode every epoch).",
+            rich_help_panel=RUN,
+        ),
+    ] = CacheMode.auto,
+    compile_model: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model (pays on a GPU; on the CPU the compile time was not "
+            "won back in our measurements).",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
     seed: SeedOption = 0,
     log_every: Annotated[
         int, typer.Option(help="Steps between lines of metrics.jsonl.", rich_help_panel=RUN)
@@ -206,6 +226,8 @@ def pretrain_command(
         device=device,
         log_every=log_every,
         force=force,
+        cache=cache,
+        compile=compile_model,
     )
     with create_progress(quiet=quiet) as progress:
         result = pretrain(config=config, progress=progress)
@@ -215,6 +237,7 @@ def pretrain_command(
         f"loss {result.final_loss:.4f} · {result.images_per_second:.0f} img/s · "
         f"{minutes}m{seconds:02d}s"
     )
+    line += f" · data wait {result.data_wait:.0%}"
     if result.skipped_images:
         line += f" · [yellow]{result.skipped_images} unreadable images skipped[/]"
     _console.stdout.print(line, highlight=False, soft_wrap=True)

@@ -63,6 +63,18 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class CacheMode(str, Enum):
+    """Where decoded training images live between epochs.
+
+    ``auto`` keeps them in RAM when they fit the memory budget and streams otherwise, ``ram``
+    always keeps them, ``off`` decodes every image every epoch.
+    """
+
+    auto = "auto"
+    ram = "ram"
+    off = "off"
+
+
 class DeviceName(str, Enum):
     """Where to compute: ``auto`` takes CUDA when it is present."""
 
@@ -105,11 +117,14 @@ class PretrainConfig:
     device: DeviceName = DeviceName.auto
     log_every: int = 10
     force: bool = False
+    cache: CacheMode = CacheMode.auto
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # Python callers may pass plain strings; the rest of the core relies on the enums.
         self.data = Path(self.data)
         self.out = Path(self.out)
+        self.cache = _choice(CacheMode, self.cache, "--cache")
         if self.init_weights is not None:
             self.init_weights = Path(self.init_weights)
         self.stem = _choice(Stem, self.stem, "--stem")

@@ -14,20 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from . import _toml
-from ._runtime import autocast, resolve_device, resolve_precision, seed_everything, seed_worker
+from ._runtime import autocast, resolve_device, resolve_precision, seed_everything
 from .augment import (
     DEFAULT_COLOR_STRENGTH,
     DEFAULT_MEAN,
     DEFAULT_STD,
-    create_view_transform,
     default_crop_fraction,
     resolve_preset,
 )
+from .batch_augment import BatchAugmenter
 from .config import PretrainConfig, config_to_dict
-from .data import PairDataset, collate_pairs, find_images
+from .data import find_images
+from .datapipe import DataWaitGauge, TrainImageLoader
 from .errors import DataError, RunFolderError
 from .model import SimCLRModel, create_simclr_model
 from .nt_xent import nt_xent_loss
@@ -52,6 +52,7 @@ class PretrainResult:
         images_per_second: Throughput over the whole run.
         seconds: Wall time of the training loop.
         skipped_images: Images dropped because they could not be decoded.
+        data_wait: Share of the loop's time spent waiting for the next batch.
     """
 
     run_dir: Path
@@ -62,6 +63,7 @@ class PretrainResult:
     images_per_second: float
     seconds: float
     skipped_images: int
+    data_wait: float = 0.0
 
 
 def default_workers() -> int:
@@ -199,27 +201,30 @@ def pretrain(
         weight_decay=config.weight_decay,
     )
 
-    # Data: two random views of every image, decoded and augmented in worker processes.
-    transform = create_view_transform(
+    # Data: worker processes only decode (and the first epoch fills the RAM cache); the loop
+    # makes both views of every image from that one decode, batched, on the training device.
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = TrainImageLoader(
+        paths,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        workers=workers,
+        cache=config.cache,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+        progress=progress,
+    )
+    augment = BatchAugmenter(
         preset,
         image_size=config.image_size,
         color_strength=color_strength,
+        device=device,
+        generator=torch.Generator().manual_seed(config.seed + 1),
         mean=DEFAULT_MEAN,
         std=DEFAULT_STD,
     )
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        PairDataset(paths, transform),
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        collate_fn=collate_pairs,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        worker_init_fn=seed_worker,
-        generator=generator,
-    )
+    gauge = DataWaitGauge()
+    forward_model = torch.compile(model) if config.compile else model
 
     # The run folder and its resolved configuration.
     run_dir = prepare_run_folder(config.out, force=config.force)
@@ -234,6 +239,7 @@ def pretrain(
             "workers": workers,
             "precision": precision.value,
             "device": device.type,
+            "cache": config.cache.value,
         }
     )
     config_text = _toml.dumps(
@@ -253,9 +259,9 @@ def pretrain(
     try:
         while step < total_steps:
             steps_before_epoch = step
-            for views_a, views_b, dropped in loader:
-                skipped += dropped
-                if views_a.shape[0] < 2:
+            for batch in gauge.timed(loader):
+                skipped += batch.skipped
+                if len(batch) < 2:
                     continue
                 # Learning rate from the step alone, so a re-planned run follows the same curve.
                 lr = learning_rate_at(
@@ -263,11 +269,10 @@ def pretrain(
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                # Forward, loss, backward, update.
-                views_a = views_a.to(device, non_blocking=True)
-                views_b = views_b.to(device, non_blocking=True)
+                # Two augmented views of every image, then forward, loss, backward, update.
+                views_a, views_b = augment(batch.images, batch.sizes)
                 loss = contrastive_step(
-                    model,
+                    forward_model,
                     views_a,
                     views_b,
                     temperature=config.temperature,
@@ -291,6 +296,7 @@ def pretrain(
                         "loss": round(last_loss, 6),
                         "lr": lr,
                         "images_per_second": round(window_images / (now - window_started), 2),
+                        "data_wait": round(gauge.take_seconds() / (now - window_started), 4),
                     }
                     metrics_file.write(json.dumps(record) + "\n")
                     window_loss, window_steps, window_images = 0.0, 0, 0
@@ -300,6 +306,12 @@ def pretrain(
                             "advance", "pretrain", total=total_steps, completed=step, metrics=record
                         )
                     )
+                    # The first window includes starting the workers and filling the cache.
+                    hint = step > config.log_every and gauge.hint(
+                        record["data_wait"], workers=workers, cached=loader.cached
+                    )
+                    if hint:
+                        progress(ProgressEvent("message", "pretrain", text=hint))
                 else:
                     progress(
                         ProgressEvent("advance", "pretrain", total=total_steps, completed=step)
@@ -329,4 +341,5 @@ def pretrain(
         images_per_second=images_seen / seconds if seconds > 0 else 0.0,
         seconds=seconds,
         skipped_images=skipped,
+        data_wait=(gauge.total + gauge.take_seconds()) / seconds if seconds > 0 else 0.0,
     )
