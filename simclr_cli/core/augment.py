@@ -10,11 +10,15 @@ without blur, as in the paper's CIFAR-10 experiments (appendix B.9).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
 from .config import Preset
+
+if TYPE_CHECKING:
+    from .view_params import ViewTransform
 
 #: Normalisation used unless a model says otherwise (the ImageNet statistics timm uses).
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -48,8 +52,42 @@ def create_view_transform(
     color_strength: float | None = None,
     mean: Sequence[float] = DEFAULT_MEAN,
     std: Sequence[float] = DEFAULT_STD,
-) -> v2.Compose:
+) -> ViewTransform:
     """Create the random transform that makes one SimCLR view of an image.
+
+    Args:
+        preset: ``imagenet`` or ``cifar`` (``auto`` resolves by ``image_size``).
+        image_size: Side of the output views in pixels.
+        color_strength: Strength s of the colour distortion; the preset's default when None.
+        mean: Per-channel mean for normalisation.
+        std: Per-channel standard deviation for normalisation.
+
+    Returns:
+        A ``ViewTransform`` from a PIL image or uint8 tensor (3, H, W) to a float tensor
+        (3, image_size, image_size), normalised; its parameters come from
+        ``view_params.sample_view_params``, the code path ``simclr visualize-aug`` shows.
+    """
+    # Imported here because view_params builds on this module's preset constants.
+    from .view_params import ViewTransform
+
+    return ViewTransform(
+        preset, image_size=image_size, color_strength=color_strength, mean=mean, std=std
+    )
+
+
+def create_torchvision_view_transform(
+    preset: Preset | str,
+    *,
+    image_size: int,
+    color_strength: float | None = None,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+) -> v2.Compose:
+    """The preset as a torchvision ``v2.Compose``, the reference for ``ViewTransform``.
+
+    Training uses ``create_view_transform``, which draws the same parameters explicitly (see
+    ``view_params.py``) so that they can be shown and batched; this Compose stays as the
+    independent reference that the tests compare distributions and outputs with.
 
     Args:
         preset: ``imagenet`` or ``cifar`` (``auto`` resolves by ``image_size``).

@@ -10,13 +10,14 @@ from torchvision.transforms import v2
 from simclr_cli.core.augment import (
     blur_kernel_size,
     create_eval_transform,
+    create_torchvision_view_transform,
     create_view_transform,
     resolve_preset,
 )
 from simclr_cli.core.config import Preset
 
 
-def _has_blur(transform: v2.Compose) -> bool:
+def _compose_has_blur(transform: v2.Compose) -> bool:
     return any(
         isinstance(inner, v2.GaussianBlur)
         for step in transform.transforms
@@ -38,8 +39,10 @@ def test_blur_kernel_size__ten_percent_and_odd():
 
 
 def test_create_view_transform__imagenet_has_blur_and_cifar_does_not():
-    assert _has_blur(create_view_transform("imagenet", image_size=64))
-    assert not _has_blur(create_view_transform("cifar", image_size=64))
+    assert create_view_transform("imagenet", image_size=64).has_blur
+    assert not create_view_transform("cifar", image_size=64).has_blur
+    assert _compose_has_blur(create_torchvision_view_transform("imagenet", image_size=64))
+    assert not _compose_has_blur(create_torchvision_view_transform("cifar", image_size=64))
 
 
 def test_create_view_transform__gives_normalised_views_that_differ():
