@@ -11,7 +11,6 @@ steps of forward + NT-Xent + backward + SGD update on random views.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 
@@ -51,8 +50,11 @@ def time_steps(*, image_size, batch_size, bf16, channels_last, compile_model, st
     for _ in range(steps):
         step()
     seconds = (time.perf_counter() - started) / steps
-    return {"step_seconds": round(seconds, 4), "warmup_seconds": round(warmup_seconds, 1),
-            "images_per_second": round(batch_size / seconds, 1)}
+    return {
+        "step_seconds": round(seconds, 4),
+        "warmup_seconds": round(warmup_seconds, 1),
+        "images_per_second": round(batch_size / seconds, 1),
+    }
 
 
 def main() -> None:
@@ -61,24 +63,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--no-compile", action="store_true", help="Skip the compiled variants.")
+    parser.add_argument(
+        "--configs",
+        default="fp32,bf16,bf16+channels_last,bf16+compile",
+        help="Comma-separated variants: precision plus optional +channels_last and +compile.",
+    )
     args = parser.parse_args()
-    compile_options = [False] if args.no_compile else [False, True]
-    for bf16, channels_last, compile_model in itertools.product(
-        [False, True], [False, True], compile_options
-    ):
+    for variant in args.configs.split(","):
+        parts = variant.split("+")
         result = time_steps(
             image_size=args.image_size,
             batch_size=args.batch_size,
-            bf16=bf16,
-            channels_last=channels_last,
-            compile_model=compile_model,
+            bf16=parts[0] == "bf16",
+            channels_last="channels_last" in parts,
+            compile_model="compile" in parts,
             steps=args.steps,
             warmup=args.warmup,
         )
-        print(json.dumps({"image_size": args.image_size, "batch_size": args.batch_size,
-                          "bf16": bf16, "channels_last": channels_last,
-                          "compile": compile_model, **result}), flush=True)
+        record = {"image_size": args.image_size, "batch_size": args.batch_size, "variant": variant}
+        print(json.dumps({**record, **result}), flush=True)
 
 
 if __name__ == "__main__":

@@ -113,3 +113,38 @@ def test_pretrain__folder_of_only_broken_images_fails_clearly(tmp_path: Path):
         (data / f"{index}.jpg").write_bytes(b"garbage")
     with pytest.raises(DataError, match="could be decoded"):
         pretrain(config=tiny_config(data, tmp_path / "run", batch_size=2))
+
+
+def test_pretrain__later_epochs_train_from_the_ram_cache(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # 24 images, batch 8: 3 steps per epoch, so 7 steps reach a third epoch; only the first
+    # decodes.
+    from simclr_cli.core import datapipe
+
+    decoded: list[Path] = []
+    original = datapipe.decode_for_training
+
+    def counting(path: Path, **options: int):
+        decoded.append(path)
+        return original(path, **options)
+
+    monkeypatch.setattr(datapipe, "decode_for_training", counting)
+    result = pretrain(config=tiny_config(shapes_dir, tmp_path / "run", max_steps=7, cache="auto"))
+    assert result.steps == 7 and result.images_seen == 56
+    assert len(decoded) == 24 and len(set(decoded)) == 24
+    assert 0.0 <= result.data_wait <= 1.0
+
+
+def test_pretrain__decoding_worker_feeds_first_epoch_then_cache(shapes_dir: Path, tmp_path: Path):
+    result = pretrain(
+        config=tiny_config(shapes_dir, tmp_path / "run", max_steps=4, workers=1, cache="ram")
+    )
+    assert result.steps == 4 and result.images_seen == 32
+
+
+def test_pretrain__compile_option_is_recorded(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    pretrain(config=tiny_config(shapes_dir, out, cache="off"))
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["pretrain"]["cache"] == "off" and config["pretrain"]["compile"] is False
