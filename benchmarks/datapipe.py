@@ -62,6 +62,31 @@ def time_reference(images: torch.Tensor, preset: str, image_size: int) -> float:
     return len(images) / (time.perf_counter() - started)
 
 
+def time_kornia(images: torch.Tensor, preset: str, image_size: int, batch: int) -> float:
+    import kornia.augmentation as K
+
+    strength = 0.5 if preset == "cifar" else 1.0
+    steps = [
+        K.RandomResizedCrop((image_size, image_size), scale=(0.08, 1.0)),
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength, p=0.8),
+        K.RandomGrayscale(p=0.2),
+    ]
+    if preset != "cifar":
+        kernel = max(3, int(0.1 * image_size)) | 1
+        steps.append(K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=0.5))
+    steps.append(
+        K.Normalize(torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225]))
+    )
+    augment = K.AugmentationSequential(*steps)
+    started = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            floats = images[start : start + batch].float() / 255
+            augment(floats), augment(floats)
+    return len(images) / (time.perf_counter() - started)
+
+
 def time_lightly(pil_images: list, preset: str, image_size: int) -> float:
     from lightly.transforms import SimCLRTransform
 
@@ -92,13 +117,14 @@ def main() -> None:
     batch = 256 if small else 64
     images = load_sources(args.data, count, 32 if small else args.source_size)
     pil_images = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images]
-    results: dict[str, list[float]] = {"batched": [], "reference": [], "lightly": []}
+    results: dict[str, list[float]] = {"batched": [], "reference": [], "lightly": [], "kornia": []}
     time_batched(images[:batch], preset, args.image_size, batch)  # Warm-up.
     for round_ in range(args.rounds):
         runs = [
             ("batched", lambda: time_batched(images, preset, args.image_size, batch)),
             ("reference", lambda: time_reference(images[: count // 4], preset, args.image_size)),
             ("lightly", lambda: time_lightly(pil_images, preset, args.image_size)),
+            ("kornia", lambda: time_kornia(images[: count // 2], preset, args.image_size, batch)),
         ]
         for name, run in runs if round_ % 2 == 0 else runs[::-1]:
             results[name].append(run())

@@ -309,7 +309,7 @@ CPU_CHUNK_BYTES = 1_300_000
 def _crop_and_resize(
     images: torch.Tensor, params: BatchViewParams, sources: torch.Tensor, *, image_size: int
 ) -> torch.Tensor:
-    """Crop every view's box from its source and resize it to S: float (V, 3, S, S) in [0, 1].
+    """Crop, resize to S and flip every view: float (V, 3, S, S) in [0, 1].
 
     One ``roi_align`` call resamples all views, except for large views on the CPU: there torch's
     antialiased uint8 resize (SIMD kernels) per view, what the reference does, was 3x faster
@@ -317,19 +317,23 @@ def _crop_and_resize(
     loop over the views (``benchmarks/RESULTS.md``).
     """
     if images.device.type == "cpu" and image_size >= PER_VIEW_RESIZE_FROM:
+        # Flipping the uint8 view here is 4x less memory traffic than flipping floats later.
         views = [
-            TF.resized_crop(
-                images[source],
-                top,
-                left,
-                height,
-                width,
-                size=[image_size, image_size],
-                interpolation=InterpolationMode.BILINEAR,
-                antialias=True,
+            _maybe_flip(
+                TF.resized_crop(
+                    images[source],
+                    top,
+                    left,
+                    height,
+                    width,
+                    size=[image_size, image_size],
+                    interpolation=InterpolationMode.BILINEAR,
+                    antialias=True,
+                ),
+                flip,
             )
-            for source, (top, left, height, width) in zip(
-                sources.tolist(), params.crops.tolist(), strict=True
+            for source, (top, left, height, width), flip in zip(
+                sources.tolist(), params.crops.tolist(), params.flips.tolist(), strict=True
             )
         ]
         return torch.stack(views).float().mul_(1.0 / 255.0)
@@ -338,13 +342,18 @@ def _crop_and_resize(
     views = roi_align(
         images.float(), boxes.float(), output_size=image_size, sampling_ratio=-1, aligned=True
     )
+    _flip(views, params.flips)
     return views.mul_(1.0 / 255.0)
+
+
+def _maybe_flip(view: torch.Tensor, flip: bool) -> torch.Tensor:
+    return view.flip(-1) if flip else view
 
 
 def _augment_views(
     views: torch.Tensor, params: BatchViewParams, *, kernel_size: int
 ) -> torch.Tensor:
-    """Flip, colour jitter, grayscale and blur float views (V, 3, S, S) in [0, 1], in place."""
+    """Colour jitter, grayscale and blur float views (V, 3, S, S) in [0, 1] (already flipped)."""
     # Views are processed in an order sorted by their colour-jitter order (24 permutations,
     # plus the views without jitter), so each group is a contiguous slice that the jitter
     # changes in place; one gather at the end restores the caller's order.
@@ -352,7 +361,6 @@ def _augment_views(
     order = torch.argsort(group, stable=True)
     params = params.index(order)
     views = views.index_select(0, order)
-    _flip(views, params.flips)
     _color_jitter(views, params, group[order])
     _grayscale(views, params.grayscale)
     _blur(views, params.blur_sigma, kernel_size=kernel_size)
@@ -420,24 +428,31 @@ def _saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     # An exact HSV hue rotation without the full round trip: value (max) and chroma
     # (max - min) do not change, and each output channel is max - chroma * clamp(min(k, 4 - k))
-    # with k = (n + 6 h) mod 6 and n = 5, 3, 1 for red, green, blue.
+    # with k = (n + 6 h) mod 6 and n = 5, 3, 1 for red, green, blue. Written into x in place;
+    # the floor-based modulo was 1.9x faster than torch.remainder on the CPU.
     red, green, blue = x.unbind(dim=1)
     high = torch.maximum(torch.maximum(red, green), blue)
     low = torch.minimum(torch.minimum(red, green), blue)
     chroma = high - low
-    divisor = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    inverse = divisor.reciprocal_()
+    inverse = chroma.clamp_min(1e-12).reciprocal_()
+    # Six times the hue, in [-1, 5), from the sector of the channel holding the maximum.
     hue = torch.where(
         high == red,
-        ((green - blue) * inverse).remainder_(6.0),
-        torch.where(high == green, (blue - red) * inverse + 2.0, (red - green) * inverse + 4.0),
+        (green - blue).mul_(inverse),
+        torch.where(
+            high == green,
+            (blue - red).mul_(inverse).add_(2.0),
+            (red - green).mul_(inverse).add_(4.0),
+        ),
     )
-    hue.add_(6.0 * shift.view(-1, 1, 1)).remainder_(6.0)
-    channels = []
-    for offset in (5.0, 3.0, 1.0):
-        k = (hue + offset).remainder_(6.0)
-        channels.append(high - chroma * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0))
-    return torch.stack(channels, dim=1)
+    # Shifted by 6 * shift in [-3, 3] plus 12, so every k below is positive before the modulo.
+    hue.add_(6.0 * shift.view(-1, 1, 1) + 12.0)
+    for channel, offset in enumerate((5.0, 3.0, 1.0)):
+        k = hue + offset
+        k.sub_(torch.floor(k * (1.0 / 6.0)).mul_(6.0))
+        weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+        torch.addcmul(high, chroma, weight, value=-1.0, out=x[:, channel])
+    return x
 
 
 _JITTER_OPERATIONS = (_brightness, _contrast, _saturation, _hue)
