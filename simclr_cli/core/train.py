@@ -297,6 +297,7 @@ def pretrain(
                         "lr": lr,
                         "images_per_second": round(window_images / (now - window_started), 2),
                         "data_wait": round(gauge.take_seconds() / (now - window_started), 4),
+                        "skipped_images": skipped,
                     }
                     metrics_file.write(json.dumps(record) + "\n")
                     window_loss, window_steps, window_images = 0.0, 0, 0

@@ -21,7 +21,15 @@ def test_pretrain__writes_model_metrics_and_config(shapes_dir: Path, tmp_path: P
     assert result.steps == 3 and result.images_seen == 24
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3]
-    assert set(lines[0]) == {"step", "epoch", "loss", "lr", "images_per_second", "data_wait"}
+    assert set(lines[0]) == {
+        "step",
+        "epoch",
+        "loss",
+        "lr",
+        "images_per_second",
+        "data_wait",
+        "skipped_images",
+    }
     assert all(0.0 <= line["data_wait"] <= 1.0 for line in lines)
     assert lines[0]["loss"] > 0
     config = tomllib.loads((out / "config.toml").read_text())
@@ -104,6 +112,9 @@ def test_pretrain__unreadable_images_are_skipped_and_counted(tmp_path: Path):
     (data / "empty.png").write_bytes(b"")
     result = pretrain(config=tiny_config(data, tmp_path / "run", batch_size=12, max_steps=2))
     assert result.steps == 2 and result.skipped_images == 4
+    # The second step is the second epoch, served from the RAM cache: still counted.
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["skipped_images"] for line in lines] == [2, 4]
 
 
 def test_pretrain__folder_of_only_broken_images_fails_clearly(tmp_path: Path):
