@@ -41,6 +41,8 @@ def format_metrics(metrics: dict) -> str:
         parts.append(f"kNN {metrics['knn_top1']:.1%}")
     if "val_top1" in metrics:
         parts.append(f"val top-1 {metrics['val_top1']:.1%} · top-5 {metrics['val_top5']:.1%}")
+    if "data_wait" in metrics:
+        parts.append(f"data wait {metrics['data_wait']:.0%}")
     return " · ".join(parts)
 
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 from ..core.budget import format_duration, parse_duration
 from ..core.config import (
     BadImagePolicy,
+    CacheMode,
     DeviceName,
     HeadVersion,
     LRScaling,
@@ -58,6 +59,7 @@ EPILOG = """[bold]Examples[/]
   [dim]# On each of 2 machines with 8 GPUs:[/]
   torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-id run1
   --rdzv-endpoint HOST:PORT -m simclr_cli pretrain ./images --batch-size 4096
+  simclr pretrain ./huge-folder --cache off --workers 8 --compile
 """
 
 
@@ -217,6 +219,23 @@ def pretrain_command(
         ),
     ] = True,
     workers: WorkersOption = None,
+    cache: Annotated[
+        CacheMode,
+        typer.Option(
+            help="Keep decoded images in RAM after the first epoch: auto (when they fit half "
+            "the free memory), ram (always) or off (decode every epoch).",
+            rich_help_panel=RUN,
+        ),
+    ] = CacheMode.auto,
+    compile_model: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model (pays on a GPU; on the CPU the compile time was not "
+            "won back in our measurements).",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
     seed: SeedOption = 0,
     log_every: Annotated[
         int, typer.Option(help="Steps between lines of metrics.jsonl.", rich_help_panel=RUN)
@@ -322,6 +341,8 @@ def pretrain_command(
         time_budget=None if time_budget is None else parse_duration(time_budget),
         val=val,
         eval_every=eval_every,
+        cache=cache,
+        compile=compile_model,
     )
     # Under torchrun every rank runs this command; rank 0 alone draws and prints.
     main = is_main_process()
@@ -341,7 +362,7 @@ def pretrain_command(
     line = f"Saved [bold]{escape(str(result.model_path))}[/] · {result.steps} steps · "
     if result.steps > result.resumed_from:  # A resumed run that was already finished trains none.
         line += f"loss {result.final_loss:.4f} · {result.images_per_second:.0f} img/s · "
-    line += f"{minutes}m{seconds:02d}s"
+    line += f"{minutes}m{seconds:02d}s · data wait {result.data_wait:.0%}"
     if result.resumed_from:
         line += f" · resumed from step {result.resumed_from}"
     if config.time_budget is not None:

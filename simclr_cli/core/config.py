@@ -70,6 +70,18 @@ class BadImagePolicy(str, Enum):
     fail = "fail"
 
 
+class CacheMode(str, Enum):
+    """Where decoded training images live between epochs.
+
+    ``auto`` keeps them in RAM when they fit the memory budget and streams otherwise, ``ram``
+    always keeps them, ``off`` decodes every image every epoch.
+    """
+
+    auto = "auto"
+    ram = "ram"
+    off = "off"
+
+
 class DeviceName(str, Enum):
     """Where to compute: ``auto`` takes CUDA when it is present."""
 
@@ -122,6 +134,8 @@ class PretrainConfig:
     time_budget: float | None = None
     val: Path | None = None
     eval_every: int = 100
+    cache: CacheMode = CacheMode.auto
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # Python callers may pass plain strings; the rest of the core relies on the enums.
@@ -129,6 +143,7 @@ class PretrainConfig:
         self.out = Path(self.out)
         if self.val is not None:
             self.val = Path(self.val)
+        self.cache = _choice(CacheMode, self.cache, "--cache")
         if self.init_weights is not None:
             self.init_weights = Path(self.init_weights)
         self.stem = _choice(Stem, self.stem, "--stem")

@@ -14,23 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from . import _toml
-from ._runtime import autocast, resolve_device, resolve_precision, seed_everything, seed_worker
+from ._runtime import autocast, resolve_device, resolve_precision, seed_everything
 from ._threads import use_idle_cores
 from .augment import (
     DEFAULT_COLOR_STRENGTH,
     DEFAULT_MEAN,
     DEFAULT_STD,
-    create_view_transform,
     default_crop_fraction,
     resolve_preset,
 )
+from .batch_augment import BatchAugmenter
 from .budget import TimeBudget, budget_stem
 from .checkpoint import find_resumable_checkpoint
 from .config import PretrainConfig, config_to_dict
-from .data import PairDataset, collate_pairs, find_images
+from .data import find_images
+from .datapipe import DataWaitGauge, TrainImageLoader
 from .distributed import (
     SINGLE_PROCESS,
     RankContext,
@@ -81,6 +81,7 @@ class PretrainResult:
         nonfinite_steps: Steps whose update was skipped for a non-finite loss or gradient.
         resumed_from: The step the run resumed from (0 for a new run).
         total_seconds: Wall time of the whole call, saving included (what --time-budget bounds).
+        data_wait: Share of the loop's time spent waiting for the next batch.
     """
 
     run_dir: Path
@@ -94,6 +95,7 @@ class PretrainResult:
     nonfinite_steps: int = 0
     resumed_from: int = 0
     total_seconds: float = 0.0
+    data_wait: float = 0.0
 
 
 def default_workers() -> int:
@@ -292,30 +294,36 @@ def pretrain(
             config.val, metadata=model.metadata, every=config.eval_every, device=device
         )
 
-    # Data: two random views of every image, decoded and augmented in worker processes.
-    transform = create_view_transform(
-        preset,
-        image_size=config.image_size,
-        color_strength=color_strength,
-        mean=DEFAULT_MEAN,
-        std=DEFAULT_STD,
-    )
+    # Data: worker processes only decode (and the first epoch fills the RAM cache); the loop
+    # makes both views of every image from that one decode, batched, on the training device.
+    # The order comes from a resumable sampler (sharded over ranks), the augmentations from the
+    # global torch generator, so a checkpoint holds every random state of the run.
     generator = torch.Generator().manual_seed(config.seed + context.rank)
     sampler = ResumableRandomSampler(
         len(paths), seed=config.seed, rank=context.rank, world_size=context.world_size
     )
-    loader = DataLoader(
-        PairDataset(paths, transform),
+    loader = TrainImageLoader(
+        paths,
+        image_size=config.image_size,
         batch_size=config.batch_size // context.world_size,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=workers,
-        collate_fn=collate_pairs,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        worker_init_fn=seed_worker,
+        workers=workers,
+        cache=config.cache,
         generator=generator,
+        sampler=sampler,
+        pin_memory=device.type == "cuda",
+        progress=progress,
     )
+    augment = BatchAugmenter(
+        preset,
+        image_size=config.image_size,
+        color_strength=color_strength,
+        device=device,
+        generator=None,
+        mean=DEFAULT_MEAN,
+        std=DEFAULT_STD,
+    )
+    gauge = DataWaitGauge()
+    forward_model = torch.compile(network) if config.compile else network
 
     # The run folder and its resolved configuration; --resume continues a run of the same one.
     resolved = config_to_dict(config)
@@ -330,6 +338,7 @@ def pretrain(
             "precision": precision.value,
             "device": device.type,
             "world_size": context.world_size,
+            "cache": config.cache.value,
         }
     )
     step_plan = {"total_steps": total_steps, "warmup_steps": warmup_steps}
@@ -374,8 +383,10 @@ def pretrain(
         while step < total_steps:
             steps_before_epoch = step
             guard.start_epoch(epoch)
-            for views_a, views_b, dropped in loader:
-                skipped += guard.note_batch(dropped)
+            for batch in gauge.timed(loader):
+                skipped += guard.note_batch(batch.bad)
+                # Two augmented views of every image; every rank agrees on the batch size.
+                views_a, views_b = augment(batch.images, batch.sizes)
                 views_a, views_b = agree_batch_size(views_a, views_b, context)
                 if views_a.shape[0] < 2:
                     continue
@@ -386,10 +397,8 @@ def pretrain(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 # Forward, loss, backward, update.
-                views_a = views_a.to(device, non_blocking=True)
-                views_b = views_b.to(device, non_blocking=True)
                 loss = contrastive_step(
-                    network,
+                    forward_model,
                     views_a,
                     views_b,
                     temperature=config.temperature,
@@ -431,6 +440,8 @@ def pretrain(
                         "lr": lr,
                         "images_per_second": round(window_images / (now - window_started), 2),
                         **(monitor.latest if monitor is not None else {}),
+                        "data_wait": round(gauge.take_seconds() / (now - window_started), 4),
+                        "skipped_images": skipped,
                     }
                     metrics_file.write(json.dumps(record) + "\n")
                     window_loss, window_steps, window_images = 0.0, 0, 0
@@ -440,6 +451,12 @@ def pretrain(
                             "advance", "pretrain", total=total_steps, completed=step, metrics=record
                         )
                     )
+                    # The first window includes starting the workers and filling the cache.
+                    hint = step > config.log_every and gauge.hint(
+                        record["data_wait"], workers=workers, cached=loader.cached
+                    )
+                    if hint:
+                        progress(ProgressEvent("message", "pretrain", text=hint))
                 else:
                     progress(
                         ProgressEvent("advance", "pretrain", total=total_steps, completed=step)
@@ -481,4 +498,5 @@ def pretrain(
         nonfinite_steps=guard.position.nonfinite_steps,
         resumed_from=checkpoint.position.step if checkpoint else 0,
         total_seconds=budget.elapsed() if budget is not None else time.perf_counter() - started,
+        data_wait=(gauge.total + gauge.take_seconds()) / seconds if seconds > 0 else 0.0,
     )

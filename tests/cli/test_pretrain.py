@@ -263,3 +263,22 @@ def test_pretrain__two_gpus_train_and_save_one_model(shapes_dir: Path, tmp_path:
     metadata = read_metadata(out / "model.safetensors")
     assert metadata.steps == 2 and metadata.images_seen == 16
     assert tomllib.loads((out / "config.toml").read_text())["pretrain"]["device"] == "cuda"
+
+
+def test_pretrain__cache_and_compile_flags_reach_the_run(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--cache", "off", "--no-compile"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "data wait" in result.stdout
+    config = (out / "config.toml").read_text()
+    assert 'cache = "off"' in config and "compile = false" in config
+
+
+def test_pretrain__unknown_cache_mode_is_a_usage_error(shapes_dir: Path, tmp_path: Path):
+    result = runner.invoke(
+        app, ["pretrain", str(shapes_dir), "--out", str(tmp_path), "--cache", "disk"]
+    )
+    assert result.exit_code == 2

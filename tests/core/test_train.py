@@ -21,7 +21,16 @@ def test_pretrain__writes_model_metrics_and_config(shapes_dir: Path, tmp_path: P
     assert result.steps == 3 and result.images_seen == 24
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3]
-    assert set(lines[0]) == {"step", "epoch", "loss", "lr", "images_per_second"}
+    assert set(lines[0]) == {
+        "step",
+        "epoch",
+        "loss",
+        "lr",
+        "images_per_second",
+        "data_wait",
+        "skipped_images",
+    }
+    assert all(0.0 <= line["data_wait"] <= 1.0 for line in lines)
     assert lines[0]["loss"] > 0
     config = tomllib.loads((out / "config.toml").read_text())
     assert config["pretrain"]["backbone"] == "test_resnet"
