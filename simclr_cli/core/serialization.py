@@ -49,6 +49,11 @@ def atomic_write(path: Path, write: Any) -> None:
         )
         os.close(handle)
         write(temporary)
+        # mkstemp (and safetensors, which replaces the file) make it private (0600); give it
+        # the mode a plain open() would, so that models can be shared like any other file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)

@@ -138,3 +138,16 @@ def test_load_model__pickle_file_is_refused_without_unpickling(tmp_path: Path):
     with pytest.raises(ModelFileError, match="not a safetensors"):
         load_model(path)
     assert not marker.exists()
+
+
+def test_save_model__file_gets_the_umask_mode(tmp_path: Path):
+    import os
+
+    model = create_simclr_model(backbone="test_resnet", image_size=32)
+    path = tmp_path / "model.safetensors"
+    umask = os.umask(0o022)
+    try:
+        save_model(path, model)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
