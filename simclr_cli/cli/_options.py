@@ -30,3 +30,15 @@ WorkersOption = Annotated[
     int | None,
     typer.Option("--workers", help="Data-loading processes (default: half the CPU cores)."),
 ]
+TrainFolderOption = Annotated[
+    Path,
+    typer.Option(
+        "--train",
+        help="Labelled folder: one sub-folder of images per class.",
+        show_default=False,
+    ),
+]
+ValFractionOption = Annotated[
+    float,
+    typer.Option(help="Without --val: share of each class of --train held out (seeded)."),
+]

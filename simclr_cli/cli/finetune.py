@@ -21,6 +21,8 @@ from ._options import (
     ModelArgument,
     QuietOption,
     SeedOption,
+    TrainFolderOption,
+    ValFractionOption,
     WorkersOption,
 )
 from ._progress import create_progress
@@ -39,22 +41,12 @@ EPILOG = """[bold]Examples[/]
 @handle_errors
 def finetune_command(
     model: ModelArgument,
-    train: Annotated[
-        Path,
-        typer.Option(
-            "--train",
-            help="Labelled folder: one sub-folder of images per class.",
-            show_default=False,
-        ),
-    ] = ...,
+    train: TrainFolderOption = ...,
     val: Annotated[
         Path | None,
         typer.Option("--val", help="Labelled folder scored after each epoch; same classes."),
     ] = None,
-    val_fraction: Annotated[
-        float,
-        typer.Option(help="Without --val: share of each class of --train held out (seeded)."),
-    ] = 0.2,
+    val_fraction: ValFractionOption = 0.2,
     out: Annotated[
         Path | None,
         typer.Option(

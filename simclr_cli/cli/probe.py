@@ -22,6 +22,8 @@ from ._options import (
     JsonOption,
     QuietOption,
     SeedOption,
+    TrainFolderOption,
+    ValFractionOption,
     WorkersOption,
 )
 from ._progress import create_progress
@@ -67,22 +69,12 @@ def probe_command(
             show_default=False,
         ),
     ] = None,
-    train: Annotated[
-        Path,
-        typer.Option(
-            "--train",
-            help="Labelled folder: one sub-folder of images per class.",
-            show_default=False,
-        ),
-    ] = ...,
+    train: TrainFolderOption = ...,
     val: Annotated[
         Path | None,
         typer.Option("--val", help="Labelled folder scored; same class sub-folders as --train."),
     ] = None,
-    val_fraction: Annotated[
-        float,
-        typer.Option(help="Without --val: share of each class of --train held out (seeded)."),
-    ] = 0.2,
+    val_fraction: ValFractionOption = 0.2,
     backbone: Annotated[
         str | None,
         typer.Option(help="Baseline: a timm model name.", rich_help_panel=BASELINE),
