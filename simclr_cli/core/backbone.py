@@ -80,7 +80,10 @@ def restore_last_norms(model: nn.Module) -> None:
     timm zero-initialises that scale ("zero_init_last"), which makes each block start as the
     identity: good for long supervised runs, but it leaves the random network with weak
     features (CIFAR-10 linear probe of a random resnet18: 0.217 with timm's init, 0.385 with
-    torchvision's), and a short SimCLR run starts from there. See benchmarks/RESULTS.md.
+    torchvision's). It is not the default of ``create_backbone``: trained from it, SimCLR ended
+    lower in both runs we measured (generated shapes, 200 steps: kNN 0.408 against 0.456 from
+    timm's init; CIFAR-10 in 265 s: linear probe 0.331, against 0.353 for lightly's recipe from
+    timm's init). See benchmarks/RESULTS.md.
     """
     from timm.models.resnet import BasicBlock, Bottleneck
 
@@ -97,6 +100,7 @@ def create_backbone(
     stem: Stem | str = Stem.auto,
     image_size: int = 224,
     init_weights: Path | None = None,
+    unit_last_norms: bool = False,
 ) -> tuple[nn.Module, Stem]:
     """Create a timm model without classifier, ready to produce features.
 
@@ -105,6 +109,8 @@ def create_backbone(
         stem: ``imagenet``, ``cifar``, or ``auto`` (CIFAR stem for ResNets at 64 px and below).
         image_size: Side of the input images; used by ``auto`` and by models that need a size.
         init_weights: Optional local safetensors file of timm weights to start from.
+        unit_last_norms: Give ResNet blocks torchvision's unit-scale last norms instead of
+            timm's zeros (``restore_last_norms``): stronger random features, weaker after SimCLR.
 
     Returns:
         The model, mapping images (B, 3, H, W) to features (B, model.num_features), and the stem
@@ -114,7 +120,7 @@ def create_backbone(
         BackboneError: For an unknown name or weights that do not fit.
     """
     model = _create_timm_model(name, image_size=image_size)
-    if is_resnet_family(model):
+    if unit_last_norms and is_resnet_family(model):
         restore_last_norms(model)
     chosen = resolve_stem(stem, model=model, image_size=image_size)
     if chosen is Stem.cifar:

@@ -100,6 +100,7 @@ def run_demo(*, config: DemoConfig, progress: ProgressCallback = null_progress) 
             image_size=config.image_size,
             batch_size=config.batch_size,
             max_steps=config.max_steps,
+            temperature=config.temperature,
             seed=config.seed,
             force=True,
         ),

@@ -30,3 +30,11 @@ def test_run_demo__trains_and_scores_both_encoders(tmp_path: Path):
         assert 0.0 <= scores["top1"] <= scores["top5"] <= 1.0
     assert read_metadata(result.pretrain.model_path).steps == 2
     assert (tmp_path / "demo" / "data" / "val" / "circle").is_dir()
+
+
+def test_run_demo__uses_the_demo_temperature(tmp_path: Path):
+    import dataclasses
+
+    config = dataclasses.replace(tiny_demo_config(tmp_path / "demo"), temperature=0.3)
+    result = run_demo(config=config)
+    assert read_metadata(result.pretrain.model_path).temperature == 0.3
