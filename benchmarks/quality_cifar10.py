@@ -265,7 +265,7 @@ def main() -> None:
                 )
             )  # fmt: skip
 
-        # Random baselines: our initialisation (unit scale on the last norms) and timm's.
+        # Random baselines: our backbone factory (same stem as the run) and plain timm.
         torch.manual_seed(args.seed)
         ours_random = create_simclr_model(
             backbone="resnet18", stem=ours.metadata.stem, image_size=32,
@@ -274,7 +274,7 @@ def main() -> None:
         rows.append(
             (
                 "random init (ours)",
-                f"resnet18, {ours.metadata.stem} stem, unit-scale last norms",
+                f"resnet18, {ours.metadata.stem} stem, create_simclr_model",
                 "-",
                 evaluate("random-ours", ours_random.backbone, ours_random.metadata, subset,
                          val_dir),

@@ -122,8 +122,13 @@ def pretrain_command(
         ),
     ] = None,
     temperature: Annotated[
-        float, typer.Option(help="Temperature of the NT-Xent loss.", rich_help_panel=OPTIMISE)
-    ] = 0.5,
+        float,
+        typer.Option(
+            help="Temperature of the NT-Xent loss (0.2 learned faster than the paper's 0.5 in "
+            "every short run we measured).",
+            rich_help_panel=OPTIMISE,
+        ),
+    ] = 0.2,
     optimizer: Annotated[
         OptimizerName,
         typer.Option(

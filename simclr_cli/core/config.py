@@ -109,7 +109,9 @@ class PretrainConfig:
     preset: Preset = Preset.auto
     color_strength: float | None = None
     image_size: int = 224
-    temperature: float = 0.5
+    # 0.2 rather than the paper's 0.5 for CIFAR: in short CPU runs it learned much faster
+    # (CIFAR-10 in 265 s: linear probe 0.448 against 0.331; see benchmarks/RESULTS.md).
+    temperature: float = 0.2
     optimizer: OptimizerName = OptimizerName.lars
     learning_rate: float | None = None
     lr_scaling: LRScaling = LRScaling.linear
@@ -181,7 +183,7 @@ class PretrainConfig:
         if self.head_hidden_dim is not None:
             _positive("--head-hidden-dim", self.head_hidden_dim)
         if not 0.0 < self.temperature <= 10.0:
-            raise ConfigError(f"--temperature {self.temperature} must be in (0, 10]; try 0.5")
+            raise ConfigError(f"--temperature {self.temperature} must be in (0, 10]; try 0.2")
         if self.color_strength is not None and not 0.0 <= self.color_strength <= 2.0:
             raise ConfigError(f"--color-strength {self.color_strength} must be in [0, 2]")
         if self.learning_rate is not None and self.learning_rate <= 0:

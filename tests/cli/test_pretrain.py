@@ -52,13 +52,13 @@ def test_pretrain__saves_model_and_prints_next_step(shapes_dir: Path, tmp_path: 
             "--optimizer",
             "sgd",
             "--temperature",
-            "0.2",
+            "0.3",
         ],
     )
     assert result.exit_code == 0, result.output
     assert "Saved" in result.output and "simclr embed" in result.output
     metadata = read_metadata(out / "model.safetensors")
-    assert metadata.head_layers == 2 and metadata.temperature == 0.2 and metadata.steps == 2
+    assert metadata.head_layers == 2 and metadata.temperature == 0.3 and metadata.steps == 2
 
 
 def test_pretrain__quiet_prints_one_line(shapes_dir: Path, tmp_path: Path):
@@ -90,9 +90,9 @@ def test_pretrain__resume_continues_and_refuses_other_settings(shapes_dir: Path,
     again = runner.invoke(app, [*args, "--resume"])
     assert again.exit_code == 0, again.output
     assert "resumed from step 2" in again.output
-    other = runner.invoke(app, [*args, "--resume", "--seed", "7", "--temperature", "0.2"])
+    other = runner.invoke(app, [*args, "--resume", "--seed", "7", "--temperature", "0.3"])
     assert other.exit_code == 1
-    assert "seed 0 -> 7" in other.output and "temperature 0.5 -> 0.2" in other.output
+    assert "seed 0 -> 7" in other.output and "temperature 0.2 -> 0.3" in other.output
 
 
 def test_pretrain__resume_and_force_together_are_a_usage_error(shapes_dir: Path, tmp_path: Path):
