@@ -109,9 +109,9 @@ def visualize_aug_command(
         ),
     ] = False,
 ) -> None:
-    """Show the two augmented views of some images, with the parameters drawn for each.
+    """Preview augmented view pairs and their parameters. [dim]simclr visualize-aug ./images[/]
 
-    [dim]simclr visualize-aug ./images --image-size 32[/]
+    For example: simclr visualize-aug ./images --image-size 32 --save grid.png
     """
     config = VisualizeConfig(
         input=input,

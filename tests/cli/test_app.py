@@ -14,9 +14,9 @@ runner = CliRunner()
 
 
 def test_app__help_lists_every_command_with_an_example():
-    result = runner.invoke(app, ["--help"])
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "160"})
     assert result.exit_code == 0
-    for command in ("pretrain", "embed", "demo"):
+    for command in ("pretrain", "embed", "demo", "probe", "finetune", "predict", "visualize-aug"):
         assert command in result.output
         assert f"simclr {command}" in result.output
 
