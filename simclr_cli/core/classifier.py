@@ -114,9 +114,7 @@ def load_classifier(path: Path, *, device: str | torch.device = "cpu") -> Classi
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .backbone import create_backbone
-    from .errors import BackboneError
-    from .serialization import read_metadata
+    from .serialization import build_backbone_and_head, read_metadata
 
     path = Path(path)
     metadata = read_metadata(path)
@@ -130,20 +128,7 @@ def load_classifier(path: Path, *, device: str | torch.device = "cpu") -> Classi
         from_head_layer = int(metadata.extra.get("from_head_layer", "0"))
     except (KeyError, ValueError):
         raise ModelFileError(f"{path} lacks its class names; fine-tune again") from None
-    try:
-        backbone, _ = create_backbone(
-            metadata.backbone, stem=metadata.stem, image_size=metadata.image_size
-        )
-    except BackboneError as error:
-        raise ModelFileError(
-            f"{path} names a backbone this install cannot build: {error}"
-        ) from None
-    head = ProjectionHead(
-        metadata.feature_dim,
-        metadata.head_hidden_dim,
-        metadata.head_output_dim,
-        num_layers=metadata.head_layers,
-    )
+    backbone, head = build_backbone_and_head(metadata, path=path)
     input_dim = metadata.feature_dim if from_head_layer == 0 else metadata.head_hidden_dim
     model = ClassifierModel(
         backbone, head, nn.Linear(input_dim, len(classes)), metadata, from_head_layer

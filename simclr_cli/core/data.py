@@ -13,7 +13,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .errors import DataError, ImageDecodeError
-from .image_check import BadImage
 
 #: File suffixes read as images, compared case-insensitively.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -166,53 +165,6 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         # 16-bit images: scale to 8 bits instead of clipping.
         return image.point(lambda value: value / 256).convert("L").convert("RGB")
     return image.convert("RGB")
-
-
-class PairDataset(Dataset):
-    """Images of a folder, each returned as two independently augmented views.
-
-    A file that fails to decode gives a ``BadImage`` (its path and the reason); ``collate_pairs``
-    drops it and passes it on to the training loop, so one bad file among thousands does not
-    stop a run and the loop can list it.
-
-    Args:
-        paths: Image files.
-        transform: Random transform from a PIL image to a tensor (3, S, S).
-    """
-
-    def __init__(self, paths: Sequence[Path], transform: Callable[[Any], torch.Tensor]):
-        self.paths = list(paths)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | BadImage:
-        try:
-            image = load_rgb(self.paths[index])
-        except ImageDecodeError as error:
-            return BadImage(str(self.paths[index]), error.reason)
-        return self.transform(image), self.transform(image)
-
-
-def collate_pairs(
-    samples: list[tuple[torch.Tensor, torch.Tensor] | BadImage | None],
-) -> tuple[torch.Tensor, torch.Tensor, list[BadImage]]:
-    """Stack pairs of views into two batches, dropping images that failed to decode.
-
-    Returns:
-        Views a (B, 3, S, S), views b (B, 3, S, S), and the dropped images (their paths and
-        reasons; ``len`` of it is the number dropped).
-    """
-    good = [s for s in samples if s is not None and not isinstance(s, BadImage)]
-    skipped = [
-        s if s is not None else BadImage("<unknown>", "could not be decoded")
-        for s in samples
-        if s is None or isinstance(s, BadImage)
-    ]
-    if not good:
-        return torch.empty(0), torch.empty(0), skipped
-    return torch.stack([s[0] for s in good]), torch.stack([s[1] for s in good]), skipped
 
 
 class EvalDataset(Dataset):

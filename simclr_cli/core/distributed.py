@@ -30,7 +30,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, DistributedSampler
 
 from . import nt_xent
 from .config import DeviceName, PretrainConfig
@@ -486,23 +485,4 @@ def prepare_model(
         model = convert_sync_batch_norm(model, device)
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[context.local_rank] if device.type == "cuda" else None
-    )
-
-
-def create_sampler(
-    dataset: Dataset, context: RankContext, *, seed: int
-) -> DistributedSampler | None:
-    """A sampler giving each rank a different share of a shuffled epoch; None on one process.
-
-    Call ``set_epoch`` at the start of every epoch so that each epoch is shuffled anew.
-    """
-    if not context.distributed:
-        return None
-    return DistributedSampler(
-        dataset,
-        num_replicas=context.world_size,
-        rank=context.rank,
-        shuffle=True,
-        seed=seed,
-        drop_last=True,
     )

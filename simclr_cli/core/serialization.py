@@ -206,6 +206,34 @@ def save_model(path: Path, model: SimCLRModel) -> None:
     atomic_write(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
+def build_backbone_and_head(
+    metadata: ModelMetadata, *, path: Path
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The untrained backbone and projection head that a model file's metadata describes.
+
+    Raises:
+        ModelFileError: When the metadata names a backbone this install cannot build.
+    """
+    from .backbone import create_backbone
+    from .head import ProjectionHead
+
+    try:
+        backbone, _ = create_backbone(
+            metadata.backbone, stem=metadata.stem, image_size=metadata.image_size
+        )
+    except BackboneError as error:
+        raise ModelFileError(
+            f"{path} names a backbone this install cannot build: {error}"
+        ) from None
+    head = ProjectionHead(
+        metadata.feature_dim,
+        metadata.head_hidden_dim,
+        metadata.head_output_dim,
+        num_layers=metadata.head_layers,
+    )
+    return backbone, head
+
+
 def load_model(path: Path, *, device: str | torch.device = "cpu") -> SimCLRModel:
     """Load a model saved by ``save_model``, in eval mode.
 
@@ -222,9 +250,6 @@ def load_model(path: Path, *, device: str | torch.device = "cpu") -> SimCLRModel
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .backbone import create_backbone
-    from .head import ProjectionHead
-
     path = Path(path)
     metadata = read_metadata(path)
     if metadata.kind != "encoder":
@@ -232,20 +257,7 @@ def load_model(path: Path, *, device: str | torch.device = "cpu") -> SimCLRModel
             f"{path} is a {metadata.kind} (written by `simclr finetune`), not an encoder; give "
             "the model.safetensors written by `simclr pretrain`"
         )
-    try:
-        backbone, _ = create_backbone(
-            metadata.backbone, stem=metadata.stem, image_size=metadata.image_size
-        )
-    except BackboneError as error:
-        raise ModelFileError(
-            f"{path} names a backbone this install cannot build: {error}"
-        ) from None
-    head = ProjectionHead(
-        metadata.feature_dim,
-        metadata.head_hidden_dim,
-        metadata.head_output_dim,
-        num_layers=metadata.head_layers,
-    )
+    backbone, head = build_backbone_and_head(metadata, path=path)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as error:

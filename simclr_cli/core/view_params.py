@@ -292,8 +292,9 @@ def to_uint8_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
 class ViewTransform:
     """The random transform that makes one SimCLR view: draw parameters, apply, normalise.
 
-    This is what ``PairDataset`` calls during training; ``simclr visualize-aug`` calls
-    ``sample`` and ``apply_view_params`` itself to show the same views with their parameters.
+    This is the per-image reference of training's batched augmentation;
+    ``simclr visualize-aug`` calls ``sample`` and ``apply_view_params`` itself to show the same
+    views with their parameters.
 
     Args:
         preset: ``imagenet`` or ``cifar`` (``auto`` resolves by ``image_size``).

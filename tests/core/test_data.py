@@ -6,18 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from simclr_cli.core.data import (
-    collate_pairs,
     collect_inputs,
     find_images,
     find_labeled_images,
     load_rgb,
 )
 from simclr_cli.core.errors import DataError, ImageDecodeError
-from simclr_cli.core.image_check import BadImage
 
 
 def _save(path: Path, image: Image.Image, **options: object) -> Path:
@@ -99,10 +96,3 @@ def test_load_rgb__non_image_raises_decode_error(tmp_path: Path):
     path.write_text("this is text")
     with pytest.raises(ImageDecodeError, match="not an image file"):
         load_rgb(path)
-
-
-def test_collate_pairs__drops_failed_images_and_passes_them_on():
-    pair = (torch.zeros(3, 4, 4), torch.ones(3, 4, 4))
-    bad = BadImage("/data/cut.jpg", "image file is truncated")
-    views_a, views_b, skipped = collate_pairs([pair, bad, pair])
-    assert views_a.shape == (2, 3, 4, 4) and views_b.sum() > 0 and skipped == [bad]
