@@ -5,9 +5,11 @@ learning-rate schedule (linear warm-up, then cosine decay to zero) completes and
 saved before the budget runs out. The schedule is a function of the step and the total
 (``optim.learning_rate_at``), so the loop only has to swap in the planned total.
 
-Two later re-plans correct the estimate with the speed over more steps (which then includes the
-online monitor's evaluations and epoch boundaries), and a hard stop ends the loop if a step
-would cross the deadline anyway.
+Later re-plans (at a quarter, half, 70%, 85% and 95% of the planned steps) correct the estimate
+with the speed since the previous plan, so that a slow start (workers filling the image cache,
+another program finishing) or a slowdown later does not leave time unused or overrun the budget;
+the speed then includes the online monitor's evaluations and epoch boundaries. A hard stop ends
+the loop if a step would cross the deadline anyway.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from .errors import ConfigError
 
 #: Below this budget, ``--stem auto`` keeps the ImageNet stem even for small images.
 FAST_STEM_MAX_BUDGET = 3600.0
+
+#: Re-plan when these shares of the planned steps are done.
+REPLAN_FRACTIONS = (0.25, 0.5, 0.7, 0.85, 0.95)
+#: A re-plan trusts the speed since the previous plan once it spans this many steps.
+MIN_WINDOW_STEPS = 5
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)")
@@ -112,10 +119,22 @@ class TimeBudget:
         self.first_step_time: float | None = None
         self.first_step = 0
         self.planned_total: int | None = None
-        self.replans_left = (0.5, 0.85)
+        self.replans_left = REPLAN_FRACTIONS
+        self.window_step = 0
+        self.window_time = 0.0
+        self.per_step: float | None = None
 
     def seconds_per_step(self, step: int, now: float) -> float:
-        """Average time of the steps after the first one (which carries start-up costs)."""
+        """Time a step takes now: the average since the last plan, or since the first step.
+
+        The first step carries start-up costs and is never counted. Once a plan exists, the speed
+        of the steps since that plan replaces the running average when there are enough of them,
+        so a change of speed is followed instead of averaged away.
+        """
+        if self.per_step is not None and step - self.window_step >= MIN_WINDOW_STEPS:
+            return (now - self.window_time) / (step - self.window_step)
+        if self.per_step is not None:
+            return self.per_step
         return (now - self.first_step_time) / max(1, step - self.first_step)
 
     def plan(self, step: int, total_steps: int) -> int:
@@ -153,6 +172,7 @@ class TimeBudget:
         return self.planned_total
 
     def _replan(self, step: int, now: float, per_step: float) -> int:
+        self.per_step, self.window_step, self.window_time = per_step, step, now
         remaining = self.deadline - self.reserve - now
         self.planned_total = step + max(1, math.floor(remaining / per_step))
         return self.planned_total

@@ -69,6 +69,21 @@ def test_time_budget__replan_corrects_a_slowdown_and_hard_stop_holds():
     assert clock.now >= 100 - budget.reserve - 2 * 0.3
 
 
+def test_time_budget__slow_start_does_not_leave_time_unused():
+    clock = FakeClock()
+    budget = TimeBudget(265, clock=clock)
+    clock.now += 3.0
+    step, total = 0, 10_000
+    while step < total:
+        # The first 40 steps run at half speed (another program is finishing), then full speed.
+        clock.now += 0.8 if step < 40 else 0.4
+        step += 1
+        total = budget.plan(step, total)
+    # The plan follows the speed since the last re-plan, so the run ends within a few steps of
+    # the deadline instead of stopping early on the slow start's average.
+    assert 265 - budget.reserve - 0.4 * 6 <= clock.now <= 265 - budget.reserve + 1e-9
+
+
 def test_time_budget__max_steps_caps_the_plan():
     clock = FakeClock()
     budget = TimeBudget(1000, clock=clock, max_steps=50)
