@@ -140,18 +140,20 @@ def pretrain_command(
         float | None,
         typer.Option(
             "--lr",
-            help="Base learning rate before batch scaling (default: 0.3 lars, 0.06 sgd, "
-            "0.001 adamw).",
+            help="Base learning rate before batch scaling (default: 0.3 lars with linear "
+            "scaling, 0.06 sgd, 0.001 adamw).",
             rich_help_panel=OPTIMISE,
         ),
     ] = None,
     lr_scaling: Annotated[
         LRScaling,
         typer.Option(
-            help="linear: base x batch/256; sqrt: 0.075 x sqrt(batch) for LARS.",
+            help="sqrt: 0.075 x sqrt(batch) for LARS (1.2 at batch 256), base x sqrt(batch/256) "
+            "for the others; linear: base x batch/256. sqrt learned faster in every short run "
+            "we measured (benchmarks/RESULTS.md).",
             rich_help_panel=OPTIMISE,
         ),
-    ] = LRScaling.linear,
+    ] = LRScaling.sqrt,
     weight_decay: Annotated[
         float | None,
         typer.Option(

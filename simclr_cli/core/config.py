@@ -114,7 +114,7 @@ class PretrainConfig:
     temperature: float = 0.2
     optimizer: OptimizerName = OptimizerName.lars
     learning_rate: float | None = None
-    lr_scaling: LRScaling = LRScaling.linear
+    lr_scaling: LRScaling = LRScaling.sqrt
     weight_decay: float | None = None
     warmup_fraction: float = 0.1
     epochs: int = 100

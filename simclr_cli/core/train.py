@@ -16,7 +16,13 @@ from pathlib import Path
 import torch
 
 from . import _toml
-from ._runtime import autocast, resolve_device, resolve_precision, seed_everything
+from ._runtime import (
+    autocast,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    use_channels_last,
+)
 from ._threads import use_idle_cores
 from .augment import (
     DEFAULT_COLOR_STRENGTH,
@@ -142,6 +148,7 @@ def contrastive_step(
     autocast_context: object,
     accumulate: int = 1,
     context: RankContext = SINGLE_PROCESS,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """Forward both views in one batch and return the NT-Xent loss.
 
@@ -160,6 +167,8 @@ def contrastive_step(
         context: This rank's place in a multi-process job; with several ranks the views are
             this rank's share of the global batch and the loss is that of its rows against
             every rank's views (see ``distributed``).
+        memory_format: Layout of the model's input, ``torch.channels_last`` when the model
+            was converted to it.
 
     Returns:
         The scalar loss.
@@ -173,8 +182,9 @@ def contrastive_step(
             temperature=temperature,
             autocast_context=autocast_context,
         )
+    views = torch.cat([views_a, views_b]).contiguous(memory_format=memory_format)
     with autocast_context:
-        _, projections = model(torch.cat([views_a, views_b]))
+        _, projections = model(views)
     z_a, z_b = projections.float().chunk(2)
     if context.distributed:
         return nt_xent_across_ranks(z_a, z_b, temperature=temperature, context=context)
@@ -277,6 +287,11 @@ def pretrain(
             "temperature": config.temperature,
         },
     ).to(device)
+    # Channels-last where it measured faster (bf16 on the CPU, mixed precision on a GPU).
+    memory_format = (
+        torch.channels_last if use_channels_last(precision, device) else torch.contiguous_format
+    )
+    model = model.to(memory_format=memory_format)
     network = prepare_model(model, context, device=device, sync_batch_norm=config.sync_batch_norm)
     if context.rank:
         seed_everything(config.seed + context.rank)  # Each rank draws its own augmentations.
@@ -405,6 +420,7 @@ def pretrain(
                     autocast_context=autocast(precision, device),
                     accumulate=config.accumulate,
                     context=context,
+                    memory_format=memory_format,
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
