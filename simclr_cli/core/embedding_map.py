@@ -213,7 +213,7 @@ def render_embedding_map(
         points.max(axis=0) if count else np.ones(2),
     )
     span = np.where(high - low > 0, high - low, 1.0)
-    pad = span * (thumbnail_size / 2 + 4) / (size - thumbnail_size - 8)
+    pad = span * (thumbnail_size / 2 + 12) / (size - thumbnail_size - 24)
     low, high = low - pad, high + pad
     plot = (margin_left, margin_top, margin_left + size, margin_top + size)
 
