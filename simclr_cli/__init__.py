@@ -108,3 +108,23 @@ __all__ += [
     "sample_view_params",
     "save_grid",
 ]
+
+# Reading a run back and mapping embeddings (`simclr report`, `simclr embed --map`).
+from .core.embedding_map import (  # noqa: E402
+    EmbeddingMap,
+    MapMethod,
+    create_embedding_map,
+    save_embedding_map,
+)
+from .core.report import RunReport, read_run, render_report_png, save_report_png  # noqa: E402
+
+__all__ += [
+    "EmbeddingMap",
+    "MapMethod",
+    "RunReport",
+    "create_embedding_map",
+    "read_run",
+    "render_report_png",
+    "save_embedding_map",
+    "save_report_png",
+]

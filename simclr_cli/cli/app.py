@@ -8,6 +8,7 @@ import typer
 
 from .. import __version__
 from . import demo, embed, finetune, predict, pretrain, probe, visualize_aug
+from . import report as report_module
 
 app = typer.Typer(
     name="simclr",
@@ -27,6 +28,7 @@ app.command("probe", epilog=probe.EPILOG)(probe.probe_command)
 app.command("finetune", epilog=finetune.EPILOG)(finetune.finetune_command)
 app.command("predict", epilog=predict.EPILOG)(predict.predict_command)
 app.command("visualize-aug", epilog=visualize_aug.EPILOG)(visualize_aug.visualize_aug_command)
+app.command("report", epilog=report_module.EPILOG)(report_module.report_command)
 
 
 def _version(value: bool) -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ..core.config import DeviceName, EmbedConfig
 from ..core.embed import EmbedResult, embed, write_embeddings
+from ..core.embedding_map import MapMethod, check_png_path, save_embedding_map
 from . import _console
 from ._errors import handle_errors
 from ._options import BatchSizeOption, DeviceOption, JsonOption, ModelArgument, QuietOption
@@ -26,6 +27,8 @@ EPILOG = """[bold]Examples[/]
   simclr embed runs/first/model.safetensors ./images --output embeddings.npy
 
   simclr embed runs/first/model.safetensors a.jpg b.png --json > embeddings.json
+
+  simclr embed runs/first/model.safetensors ./val --map map.png   [dim]# thumbnails on a 2-D map[/]
 """
 
 
@@ -69,6 +72,17 @@ def embed_command(
             "--output", "-o", help="Write to .npy, .safetensors, .csv or .jsonl (by suffix)."
         ),
     ] = None,
+    map_path: Annotated[
+        Path | None,
+        typer.Option("--map", help="Also draw a 2-D map of the embeddings with thumbnails (.png)."),
+    ] = None,
+    map_method: Annotated[
+        MapMethod,
+        typer.Option(
+            "--map-method",
+            help="pca, tsne (needs scikit-learn) or auto: t-SNE when installed and 50+ images.",
+        ),
+    ] = MapMethod.auto,
     as_json: JsonOption = False,
     batch_size: BatchSizeOption = 64,
     device: DeviceOption = DeviceName.auto,
@@ -78,8 +92,14 @@ def embed_command(
     config = EmbedConfig(
         model=model, inputs=inputs, projection=projection, batch_size=batch_size, device=device
     )
+    if map_path is not None:
+        check_png_path(map_path)
     with create_progress(quiet=quiet or as_json) as progress:
         result = embed(config=config, progress=progress)
+        if map_path is not None:
+            drawn = save_embedding_map(
+                result.paths, result.embeddings, map_path, method=map_method, progress=progress
+            )
     if output is not None:
         write_embeddings(result, output)
     if as_json:
@@ -95,5 +115,13 @@ def embed_command(
             highlight=False,
             soft_wrap=True,
         )
-    elif not quiet:
+    elif not quiet and map_path is None:
         _console.stdout.print(render_table(result))
+    if map_path is not None and not as_json:
+        method = "t-SNE" if drawn.method == "tsne" else "PCA"
+        _console.stdout.print(
+            f"Wrote a {method} map of {len(result.paths)} images to "
+            f"[bold]{escape(str(map_path))}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )

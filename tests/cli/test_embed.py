@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -47,3 +49,33 @@ def test_embed__model_without_metadata_is_one_line_error(shapes_dir: Path, tmp_p
 def test_embed__missing_input_is_one_line_error(trained_model: Path, tmp_path: Path):
     result = runner.invoke(app, ["embed", str(trained_model), str(tmp_path / "nope.jpg")])
     assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_embed__map_writes_a_png_of_thumbnails(trained_model: Path, shapes_dir: Path, tmp_path):
+    out = tmp_path / "map.png"
+    result = runner.invoke(
+        app, ["embed", str(trained_model), str(shapes_dir), "--map", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Wrote a PCA map of 24 images" in result.output
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width > 1600
+
+
+def test_embed__map_tsne_method(trained_model: Path, shapes_dir: Path, tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "map.png"
+    result = runner.invoke(
+        app,
+        ["embed", str(trained_model), str(shapes_dir), "--map", str(out), "--map-method", "tsne"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "t-SNE map" in result.output and out.exists()
+
+
+def test_embed__map_needs_png_before_any_work(trained_model: Path, shapes_dir: Path, tmp_path):
+    result = runner.invoke(
+        app, ["embed", str(trained_model), str(shapes_dir), "--map", str(tmp_path / "m.jpg")]
+    )
+    assert result.exit_code == 1 and ".png" in result.output
+    assert "Traceback" not in result.output
