@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simclr_cli import PretrainConfig, embed_images, load_model, pretrain
+from simclr_cli import PretrainConfig, embed, load_model, pretrain
 from simclr_cli.core.data import find_images
 from simclr_cli.core.synthetic import generate_shapes_dataset
 
@@ -48,7 +48,7 @@ def main() -> None:
         # Embed every image and rank them by cosine similarity to the first one.
         model = load_model(result.model_path)
         paths = find_images(Path(data))
-        features = embed_images(model, paths)
+        features = embed(model, paths)  # Files, PIL images or a tensor batch.
         features /= np.linalg.norm(features, axis=1, keepdims=True)
         similarity = features @ features[0]
         nearest = np.argsort(-similarity)[1 : args.neighbours + 1]

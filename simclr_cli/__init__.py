@@ -2,7 +2,10 @@
 
 The Python API is the same set of functions the command line calls::
 
-    from simclr_cli import PretrainConfig, pretrain, load_model, embed_images
+    from simclr_cli import PretrainConfig, pretrain, load_model, embed
+
+and examples/ shows them in use (pretraining and probing, search, timm fine-tuning, and the
+loss and augmentations in your own training loop).
 """
 
 __version__ = "0.1.0"
@@ -128,3 +131,8 @@ __all__ += [
     "save_embedding_map",
     "save_report_png",
 ]
+
+# The batched augmentation of training, for users' own loops (uint8 batch in, two views out).
+from .core.batch_augment import BatchAugmenter  # noqa: E402
+
+__all__ += ["BatchAugmenter"]

@@ -108,6 +108,13 @@ def save_classifier(path: Path, model: ClassifierModel) -> None:
 def load_classifier(path: Path, *, device: str | torch.device = "cpu") -> ClassifierModel:
     """Load a ``classifier.safetensors`` written by ``simclr finetune``, in eval mode.
 
+    Args:
+        path: The ``.safetensors`` file.
+        device: Where to put the model.
+
+    Returns:
+        The classifier, mapping images (B, 3, S, S) to logits (B, C), with its metadata.
+
     Raises:
         ModelFileError: When the file is an encoder, not a simclr file, or does not match.
     """

@@ -363,6 +363,18 @@ def save_embedding_map(
 ) -> EmbeddingMap:
     """``create_embedding_map`` and write the picture as a PNG, atomically.
 
+    Args:
+        paths: The N image files, in the order of ``embeddings``.
+        embeddings: Their embeddings (N, D).
+        path: The ``.png`` file to write.
+        method: ``pca``, ``tsne`` or ``auto`` (t-SNE when scikit-learn is installed).
+        size: Side of the square picture in pixels.
+        seed: Seed of t-SNE.
+        progress: Callback for progress events.
+
+    Returns:
+        The map: the picture and the 2-D coordinates (N, 2).
+
     Raises:
         DataError: When ``path`` does not end in .png or cannot be written.
     """

@@ -78,6 +78,15 @@ def knn_accuracy(
 ) -> dict[str, float]:
     """Top-1 and top-5 weighted kNN accuracy.
 
+    Args:
+        train_features: Features of the labelled images, shape (N, D).
+        train_labels: Their labels, int64 (N,).
+        query_features: Features of the images to classify, shape (M, D).
+        query_labels: Their true labels, int64 (M,).
+        num_classes: Number of classes C.
+        k: Neighbours that vote.
+        temperature: Temperature of the similarity weights exp(sim / t).
+
     Returns:
         ``{"top1": float, "top5": float}``, fractions in [0, 1].
     """

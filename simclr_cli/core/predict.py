@@ -57,6 +57,13 @@ class PredictResult:
 def predict(*, config: PredictConfig, progress: ProgressCallback = null_progress) -> PredictResult:
     """Classify image files and folders with a ``classifier.safetensors``.
 
+    Args:
+        config: The classifier file, the inputs and options.
+        progress: Progress callback (one unit per image).
+
+    Returns:
+        The paths, the class names and the class probabilities (len(paths), C).
+
     Raises:
         SimCLRError: For an encoder given instead of a classifier, or unreadable images.
     """

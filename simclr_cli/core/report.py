@@ -282,6 +282,13 @@ def report_charts(report: RunReport) -> list[Chart]:
 def render_report_png(report: RunReport, *, columns: int = 2) -> Image.Image:
     """The run's charts in one RGB image, with the run folder as heading.
 
+    Args:
+        report: A run read by ``read_run``.
+        columns: Charts per row.
+
+    Returns:
+        The picture, RGB.
+
     Raises:
         DataError: When the run has no curve to draw (no step logged yet).
     """
@@ -295,6 +302,13 @@ def render_report_png(report: RunReport, *, columns: int = 2) -> Image.Image:
 
 def save_report_png(report: RunReport, path: Path) -> Image.Image:
     """Write the run's charts as a PNG, atomically; returns the image written.
+
+    Args:
+        report: A run read by ``read_run``.
+        path: The ``.png`` file to write.
+
+    Returns:
+        The picture written.
 
     Raises:
         DataError: When ``path`` does not end in .png, the run has no curve, or it cannot be

@@ -173,6 +173,12 @@ def read_header(path: Path) -> dict[str, Any]:
 def read_metadata(path: Path) -> ModelMetadata:
     """Read a simclr model file's metadata, without loading its tensors.
 
+    Args:
+        path: A ``.safetensors`` file written by ``save_model``.
+
+    Returns:
+        The metadata: backbone, stem, sizes, preprocessing and training facts.
+
     Raises:
         ModelFileError: When the file is not a simclr model file.
     """

@@ -639,6 +639,12 @@ def render_grid(preview: AugmentationPreview) -> Image.Image:
     """The preview as one RGB image: a header, then per image its panels and captions.
 
     Views keep every pixel: small ones are enlarged by a whole factor, never shrunk.
+
+    Args:
+        preview: The views and their parameters, from ``create_augmentation_preview``.
+
+    Returns:
+        The grid as an RGB image.
     """
     layout, font, captions = _grid_plan(preview)
     panel = layout.panel
@@ -670,6 +676,10 @@ def _file_mode() -> int:
 
 def save_grid(preview: AugmentationPreview, path: Path) -> Image.Image:
     """Write the grid as a PNG, atomically; returns the image written.
+
+    Args:
+        preview: The views and their parameters, from ``create_augmentation_preview``.
+        path: The ``.png`` file to write.
 
     Raises:
         DataError: When the file cannot be written.
