@@ -111,7 +111,7 @@ class PretrainConfig:
     image_size: int = 224
     # 0.2 rather than the paper's 0.5 for CIFAR: in short CPU runs it learned much faster
     # (CIFAR-10 in 265 s: linear probe 0.448 against 0.331; see benchmarks/RESULTS.md).
-    temperature: float = 0.2
+    temperature: float = 0.1
     optimizer: OptimizerName = OptimizerName.lars
     learning_rate: float | None = None
     lr_scaling: LRScaling = LRScaling.sqrt
@@ -183,7 +183,7 @@ class PretrainConfig:
         if self.head_hidden_dim is not None:
             _positive("--head-hidden-dim", self.head_hidden_dim)
         if not 0.0 < self.temperature <= 10.0:
-            raise ConfigError(f"--temperature {self.temperature} must be in (0, 10]; try 0.2")
+            raise ConfigError(f"--temperature {self.temperature} must be in (0, 10]; try 0.1")
         if self.color_strength is not None and not 0.0 <= self.color_strength <= 2.0:
             raise ConfigError(f"--color-strength {self.color_strength} must be in [0, 2]")
         if self.learning_rate is not None and self.learning_rate <= 0:
@@ -248,7 +248,7 @@ class DemoConfig:
     image_size: int = 32
     max_steps: int = 200
     batch_size: int = 128
-    temperature: float = 0.2
+    temperature: float = 0.1
     seed: int = 0
 
 

@@ -92,7 +92,7 @@ def test_pretrain__resume_continues_and_refuses_other_settings(shapes_dir: Path,
     assert "resumed from step 2" in again.output
     other = runner.invoke(app, [*args, "--resume", "--seed", "7", "--temperature", "0.3"])
     assert other.exit_code == 1
-    assert "seed 0 -> 7" in other.output and "temperature 0.2 -> 0.3" in other.output
+    assert "seed 0 -> 7" in other.output and "temperature 0.1 -> 0.3" in other.output
 
 
 def test_pretrain__resume_and_force_together_are_a_usage_error(shapes_dir: Path, tmp_path: Path):
