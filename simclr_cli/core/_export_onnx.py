@@ -7,6 +7,7 @@ they are imported only here, when the format is asked for.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import warnings
 from pathlib import Path
@@ -37,6 +38,11 @@ def require_onnx() -> None:
                 f"--format onnx needs the {name} package; install the extra with "
                 "pip install 'simclr-cli[onnx]'"
             ) from None
+    if "dynamic_shapes" not in inspect.signature(torch.onnx.export).parameters:
+        raise MissingDependencyError(
+            f"--format onnx needs torch 2.6 or newer (this is {torch.__version__}); "
+            "upgrade torch, or use --format torchscript"
+        )
 
 
 def write_onnx(backbone: nn.Module, example: torch.Tensor, folder: Path) -> list[Path]:
@@ -64,6 +70,7 @@ def write_onnx(backbone: nn.Module, example: torch.Tensor, folder: Path) -> list
             output_names=[OUTPUT_NAME],
             dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
             external_data=size > INLINE_LIMIT_BYTES,
+            dynamo=True,
             verbose=False,
         )
     return sorted(folder.glob(f"{MODEL_NAME}*"))
