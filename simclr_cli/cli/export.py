@@ -23,7 +23,7 @@ EPILOG = """[bold]Examples[/]
   [dim]# then: timm.create_model('local-dir:exports/timm', pretrained=True)[/]
 
   simclr export runs/first/model.safetensors --format onnx --out exports/onnx
-  [dim]# needs: pip install 'simclr-cli[onnx]'[/]
+  [dim]# needs: pip install 'simclr-cli\\[onnx]'[/]
 
   simclr export runs/first/model.safetensors --format torchscript --out exports/ts --force
 """
