@@ -136,3 +136,17 @@ __all__ += [
 from .core.batch_augment import BatchAugmenter  # noqa: E402
 
 __all__ += ["BatchAugmenter"]
+
+# Model files for other tools: `simclr info` and `simclr export`.
+from .core.config import ExportConfig, ExportFormat  # noqa: E402
+from .core.export import ExportResult, export_model  # noqa: E402
+from .core.info import ModelInfo, read_model_info  # noqa: E402
+
+__all__ += [
+    "ExportConfig",
+    "ExportFormat",
+    "ExportResult",
+    "ModelInfo",
+    "export_model",
+    "read_model_info",
+]

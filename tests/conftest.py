@@ -60,3 +60,10 @@ def trained_model(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """The model.safetensors of a 2-step run on ``shapes_dir``."""
     out = tmp_path_factory.mktemp("run") / "run"
     return pretrain(config=tiny_config(shapes_dir, out)).model_path
+
+
+@pytest.fixture(scope="session")
+def trained_model_imagenet_stem(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like ``trained_model`` but with timm's own stem, so that timm can rebuild it (export)."""
+    out = tmp_path_factory.mktemp("run_imagenet_stem") / "run"
+    return pretrain(config=tiny_config(shapes_dir, out, stem="imagenet")).model_path

@@ -23,6 +23,7 @@ TASK_LABELS = {
     "features": "Features",
     "finetune": "Fine-tuning",
     "predict": "Classifying",
+    "export": "Exporting",
 }
 
 

@@ -8,7 +8,9 @@ import typer
 
 from .. import __version__
 from . import demo, embed, finetune, predict, pretrain, probe, visualize_aug
-from . import report as report_module
+from . import export as export_cli
+from . import info as info_cli
+from . import report as report_cli
 
 app = typer.Typer(
     name="simclr",
@@ -28,7 +30,9 @@ app.command("probe", epilog=probe.EPILOG)(probe.probe_command)
 app.command("finetune", epilog=finetune.EPILOG)(finetune.finetune_command)
 app.command("predict", epilog=predict.EPILOG)(predict.predict_command)
 app.command("visualize-aug", epilog=visualize_aug.EPILOG)(visualize_aug.visualize_aug_command)
-app.command("report", epilog=report_module.EPILOG)(report_module.report_command)
+app.command("report", epilog=report_cli.EPILOG)(report_cli.report_command)
+app.command("info", epilog=info_cli.EPILOG)(info_cli.info_command)
+app.command("export", epilog=export_cli.EPILOG)(export_cli.export_command)
 
 
 def _version(value: bool) -> None:

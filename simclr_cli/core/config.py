@@ -490,3 +490,38 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             value = [str(v) if isinstance(v, Path) else v for v in value]
         result[item.name] = value
     return result
+
+
+class ExportFormat(str, Enum):
+    """What ``simclr export`` writes: a timm hub folder, an ONNX graph or a TorchScript archive."""
+
+    timm = "timm"
+    onnx = "onnx"
+    torchscript = "torchscript"
+
+
+@dataclass
+class ExportConfig:
+    """Inputs of ``export_model``: a model file, a format and the folder to write."""
+
+    model: Path
+    format: ExportFormat
+    out: Path
+    force: bool = False
+    check_batch_size: int = 3
+    tolerance: float = 1e-4
+
+    def __post_init__(self) -> None:
+        self.model = Path(self.model)
+        self.out = Path(self.out)
+        self.format = _choice(ExportFormat, self.format, "--format")
+
+    def validate(self) -> None:
+        """Refuse impossible values.
+
+        Raises:
+            ConfigError: When a value cannot work.
+        """
+        _positive("check_batch_size", self.check_batch_size)
+        if not self.tolerance > 0:
+            raise ConfigError(f"tolerance must be positive, got {self.tolerance}")

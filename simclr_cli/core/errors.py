@@ -94,3 +94,11 @@ class DistributedError(SimCLRError):
 
 class DisplayError(SimCLRError):
     """A terminal that cannot show the output, such as one too narrow for a row of images."""
+
+
+class ExportError(SimCLRError):
+    """A model that the chosen export format cannot represent, or an export that fails its check."""
+
+
+class MissingDependencyError(SimCLRError):
+    """An optional dependency that a feature needs is not installed; the message names the extra."""
