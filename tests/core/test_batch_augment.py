@@ -13,8 +13,11 @@ from torchvision import transforms as v1
 
 from simclr_cli.core.augment import CROP_SCALE
 from simclr_cli.core.batch_augment import (
+    HUE_PLANES,
     BatchAugmenter,
     BatchViewParams,
+    _blur,
+    _hue,
     apply_batch_view_params,
     sample_batch_view_params,
 )
@@ -277,3 +280,26 @@ def test_apply_batch_view_params__cuda_matches_cpu():
     on_cpu = apply_batch_view_params(images, params, image_size=32)
     on_gpu = apply_batch_view_params(images.cuda(), params, image_size=32)
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-3, rtol=1e-3)
+
+
+def test_blur__per_view_path_matches_batched_path():
+    # The CPU blurs view by view with each view's radius, other devices the whole batch with
+    # the largest radius; both truncate the same kernels at 4 sigma.
+    views = shape_images(5, 48).float()
+    sigma = torch.tensor([0.3, math.nan, 1.9, 0.9, 1.4])
+    per_view, batched = views.clone(), views.clone()
+    _blur(per_view, sigma, kernel_size=23, per_view=True)
+    _blur(batched, sigma, kernel_size=23, per_view=False)
+    torch.testing.assert_close(per_view, batched, atol=0.1, rtol=0)
+    assert torch.equal(per_view[1], views[1])
+    assert not torch.equal(per_view[2], views[2])
+
+
+def test_hue__own_planes_match_given_planes():
+    views = shape_images(4, 32).float()
+    shift = torch.tensor([0.1, -0.2, 0.45, -0.5])
+    allocated, reused = views.clone(), views.clone()
+    _hue(allocated, shift)
+    _hue(reused, shift, planes=torch.full((HUE_PLANES, 6, 32, 32), math.nan)[:, :4])
+    assert torch.equal(allocated, reused)
+    assert not torch.equal(allocated, views)
