@@ -8,9 +8,12 @@ import typer
 
 from .. import __version__
 from . import demo, embed, finetune, predict, pretrain, probe, visualize_aug
+from ._config import ConfigurableGroup
 
 app = typer.Typer(
     name="simclr",
+    # Every command gets --config FILE and SIMCLR_<FLAG> environment variables (see _config.py).
+    cls=ConfigurableGroup,
     help="SimCLR contrastive pretraining for any folder of unlabeled images.\n\n"
     "Start with [bold]simclr demo[/], then [bold]simclr pretrain ./images --out runs/first[/].",
     rich_markup_mode="rich",

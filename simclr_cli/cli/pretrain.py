@@ -14,6 +14,7 @@ from ..core.config import (
     CacheMode,
     DeviceName,
     HeadVersion,
+    LoggerName,
     LRScaling,
     OptimizerName,
     Precision,
@@ -245,6 +246,16 @@ def pretrain_command(
     log_every: Annotated[
         int, typer.Option(help="Steps between lines of metrics.jsonl.", rich_help_panel=RUN)
     ] = 10,
+    loggers: Annotated[
+        list[LoggerName] | None,
+        typer.Option(
+            "--logger",
+            help="Also log the metrics.jsonl values to RUN/metrics.csv (csv) or RUN/tensorboard/ "
+            "(tensorboard, an optional extra); repeat for both.",
+            rich_help_panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -348,6 +359,7 @@ def pretrain_command(
         eval_every=eval_every,
         cache=cache,
         compile=compile_model,
+        loggers=loggers or [],
     )
     # Under torchrun every rank runs this command; rank 0 alone draws and prints.
     main = is_main_process()
