@@ -22,6 +22,7 @@ repeats the run. Its ``[plan]`` table (steps the run derived) is ignored.
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Mapping
 from enum import Enum
@@ -38,12 +39,27 @@ from ._errors import print_error
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 #: Prefix of the environment variable of each flag: ``--batch-size`` -> ``SIMCLR_BATCH_SIZE``.
 ENVIRONMENT_PREFIX = "SIMCLR_"
+#: Variables the package already reads as switches of its own (``SIMCLR_SYNC_BN=reference`` picks
+#: the reference synchronised batch norm); a flag of the same name gets no variable.
+RESERVED_VARIABLES = frozenset(
+    {
+        "SIMCLR_CACHE_BUDGET",
+        "SIMCLR_COLLECTIVE_TIMEOUT",
+        "SIMCLR_DEBUG",
+        "SIMCLR_MAX_IMAGE_PIXELS",
+        "SIMCLR_NT_XENT",
+        "SIMCLR_SYNC_BN",
+        "SIMCLR_THREADS",
+    }
+)
 #: Core field names (as in a run's config.toml) that the command line spells differently.
 CORE_NAMES = {"learning_rate": "lr", "sync_batch_norm": "sync_bn"}
 #: Keys a run's config.toml records about the run that no flag sets; reading them changes nothing.
 DESCRIPTIVE_KEYS = frozenset({"world_size"})
 #: Tables of a run's config.toml that describe what the run derived rather than what it was given.
 IGNORED_TABLES = frozenset({"plan"})
+#: Where a command's context remembers the config file and the key that set each parameter.
+SOURCE_FILE, SOURCE_KEYS = "simclr_config_file", "simclr_config_keys"
 
 
 def environment_variable(flag: str) -> str:
@@ -209,6 +225,7 @@ def config_defaults(ctx: Any, path: Path) -> dict[str, Any]:
             others |= set(_keys_of(command))
 
     values: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     for scope, items in (("", shared), (f"[{name}] ", table)):
         for key, value in items.items():
             normal = _normal(str(key))
@@ -230,6 +247,8 @@ def config_defaults(ctx: Any, path: Path) -> dict[str, Any]:
                     f"config file {path}: {scope}{key} = {value!r} should be {expected}"
                 ) from None
             values[parameter.name] = checked
+            keys[parameter.name] = f"{scope}{key}"
+    ctx.meta[SOURCE_KEYS] = keys
     return values
 
 
@@ -243,7 +262,38 @@ def _load_config(ctx: typer.Context, value: str | None) -> None:
         print_error(str(error))
         raise typer.Exit(2) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    ctx.meta["simclr_config_file"] = str(value)
+    ctx.meta[SOURCE_FILE] = str(value)
+
+
+def _current_context() -> Any:
+    # Recent Typer carries its own copy of click; older Typer uses click itself.
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - click-based Typer.
+        from click import get_current_context
+    return get_current_context(silent=True)
+
+
+def describe_source(message: str) -> str:
+    """Say which config file key or environment variable set the flag an error names.
+
+    A core error names the flag (``--image-size 0 is too small``); when the value came from
+    ``--config`` or ``SIMCLR_<FLAG>``, the user has to know where to fix it.
+    """
+    ctx = _current_context()
+    if ctx is None:
+        return message
+    for parameter in ctx.command.params:
+        flag = _long_flag(parameter)
+        if not flag or not re.search(re.escape(flag) + r"(?![\w-])", message):
+            continue
+        source = getattr(ctx.get_parameter_source(parameter.name), "name", "")
+        if source == "DEFAULT_MAP" and parameter.name in ctx.meta.get(SOURCE_KEYS, {}):
+            key = ctx.meta[SOURCE_KEYS][parameter.name]
+            return f"{message} (set by {key} in config file {ctx.meta.get(SOURCE_FILE)})"
+        if source == "ENVIRONMENT":
+            return f"{message} (set by the environment variable {parameter.envvar})"
+    return message
 
 
 def add_config_support(command: Any) -> None:
@@ -253,6 +303,8 @@ def add_config_support(command: Any) -> None:
     for parameter in command.params:
         flag = _long_flag(parameter)
         if _is_option(parameter) and flag and not parameter.envvar:
+            if environment_variable(flag) in RESERVED_VARIABLES:
+                continue
             parameter.envvar = environment_variable(flag)
             # Listing a variable under every flag would double the help; --config's help and the
             # README state the rule once.

@@ -61,6 +61,8 @@ EPILOG = """[bold]Examples[/]
   torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-id run1
   --rdzv-endpoint HOST:PORT -m simclr_cli pretrain ./images --batch-size 4096
   simclr pretrain ./huge-folder --cache off --workers 8 --compile
+  simclr pretrain --config runs/first/config.toml --out runs/again   [dim]# repeat a run[/]
+  simclr pretrain ./images --logger csv --logger tensorboard
 """
 
 

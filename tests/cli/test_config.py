@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from simclr_cli.cli import embed as embed_module
 from simclr_cli.cli import pretrain as pretrain_module
+from simclr_cli.cli._config import RESERVED_VARIABLES
 from simclr_cli.cli.app import app
 from simclr_cli.core.config import Stem
 
@@ -199,3 +200,32 @@ def test_pretrain__config_toml_without_out_refuses_the_full_folder(
     assert result.exit_code == 0, result.output
     again = runner.invoke(app, ["pretrain", "--config", str(first / "config.toml")])
     assert again.exit_code == 1 and "not empty" in again.output
+
+
+def test_config__core_error_names_the_file_key_or_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = write_config(tmp_path / "small.yaml", {}, {"pretrain": {"image_size": 4}})
+    from_file = runner.invoke(app, ["pretrain", "images", "--config", str(path)])
+    assert from_file.exit_code == 2
+    assert f"(set by [pretrain] image_size in config file {path})" in from_file.output
+    monkeypatch.setenv("SIMCLR_IMAGE_SIZE", "3")
+    from_environment = runner.invoke(app, ["pretrain", "images", "--config", str(path)])
+    assert "--image-size 3 is too small" in from_environment.output
+    assert "(set by the environment variable SIMCLR_IMAGE_SIZE)" in from_environment.output
+    from_flag = runner.invoke(app, ["pretrain", "images", "--image-size", "2"])
+    assert "--image-size 2 is too small" in from_flag.output and "set by" not in from_flag.output
+
+
+def test_environment__switches_of_the_package_are_not_flag_variables(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    configs = capture(monkeypatch, pretrain_module, "pretrain")
+    monkeypatch.setenv("SIMCLR_SYNC_BN", "reference")  # The implementation switch, not --sync-bn.
+    monkeypatch.setenv("SIMCLR_SEED", "7")
+    result = runner.invoke(app, ["pretrain", "images"])
+    assert configs, result.output
+    assert configs[0].seed == 7 and configs[0].sync_batch_norm is True
+    group = typer.main.get_command(app)
+    variables = {p.envvar for c in group.commands.values() for p in c.params}
+    assert not variables & RESERVED_VARIABLES
