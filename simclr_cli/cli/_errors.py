@@ -42,7 +42,9 @@ def handle_errors(command: F) -> F:
         except SimCLRError as error:
             if debug_enabled():
                 raise
-            print_error(str(error))
+            from ._config import describe_source  # Here: _config imports this module.
+
+            print_error(describe_source(str(error)))
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             if debug_enabled():

@@ -11,9 +11,12 @@ from . import demo, embed, finetune, predict, pretrain, probe, visualize_aug
 from . import export as export_cli
 from . import info as info_cli
 from . import report as report_cli
+from ._config import ConfigurableGroup
 
 app = typer.Typer(
     name="simclr",
+    # Every command gets --config FILE and SIMCLR_<FLAG> environment variables (see _config.py).
+    cls=ConfigurableGroup,
     help="SimCLR contrastive pretraining for any folder of unlabeled images.\n\n"
     "Start with [bold]simclr demo[/], then [bold]simclr pretrain ./images --out runs/first[/].",
     rich_markup_mode="rich",

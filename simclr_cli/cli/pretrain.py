@@ -14,6 +14,7 @@ from ..core.config import (
     CacheMode,
     DeviceName,
     HeadVersion,
+    LoggerName,
     LRScaling,
     OptimizerName,
     Precision,
@@ -60,6 +61,8 @@ EPILOG = """[bold]Examples[/]
   torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-id run1
   --rdzv-endpoint HOST:PORT -m simclr_cli pretrain ./images --batch-size 4096
   simclr pretrain ./huge-folder --cache off --workers 8 --compile
+  simclr pretrain --config runs/first/config.toml --out runs/again   [dim]# repeat a run[/]
+  simclr pretrain ./images --logger csv --logger tensorboard
 """
 
 
@@ -247,6 +250,16 @@ def pretrain_command(
     log_every: Annotated[
         int, typer.Option(help="Steps between lines of metrics.jsonl.", rich_help_panel=RUN)
     ] = 10,
+    loggers: Annotated[
+        list[LoggerName] | None,
+        typer.Option(
+            "--logger",
+            help="Also log the metrics.jsonl values to RUN/metrics.csv (csv) or RUN/tensorboard/ "
+            "(tensorboard, an optional extra); repeat for both.",
+            rich_help_panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -350,6 +363,7 @@ def pretrain_command(
         eval_every=eval_every,
         cache=cache,
         compile=compile_model,
+        loggers=loggers or [],
     )
     # Under torchrun every rank runs this command; rank 0 alone draws and prints.
     main = is_main_process()

@@ -55,6 +55,7 @@ RESUMABLE_CHANGES = frozenset(
         "on_bad_image",
         "precision",
         "learning_rate",
+        "loggers",
     }
 )
 

@@ -90,6 +90,13 @@ class DeviceName(str, Enum):
     cuda = "cuda"
 
 
+class LoggerName(str, Enum):
+    """Where a run logs its metrics besides RUN/metrics.jsonl (see loggers.py)."""
+
+    csv = "csv"
+    tensorboard = "tensorboard"
+
+
 @dataclass
 class PretrainConfig:
     """Everything a SimCLR pretraining run needs.
@@ -138,9 +145,11 @@ class PretrainConfig:
     eval_every: int = 100
     cache: CacheMode = CacheMode.auto
     compile: bool = False
+    loggers: list[LoggerName] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Python callers may pass plain strings; the rest of the core relies on the enums.
+        self.loggers = [_choice(LoggerName, name, "--logger") for name in self.loggers]
         self.data = Path(self.data)
         self.out = Path(self.out)
         if self.val is not None:
@@ -487,7 +496,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         elif isinstance(value, Path):
             value = str(value)
         elif isinstance(value, list):
-            value = [str(v) if isinstance(v, Path) else v for v in value]
+            value = [
+                v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v
+                for v in value
+            ]
         result[item.name] = value
     return result
 

@@ -52,6 +52,7 @@ from .distributed import (
 from .errors import DataError, RunFolderError, UsageError
 from .grad_cache import cached_contrastive_loss
 from .image_check import describe_bad_images, refuse_bad_images, scan_images
+from .loggers import check_loggers, create_logger
 from .model import SimCLRModel, create_simclr_model
 from .monitor import KnnMonitor
 from .nt_xent import nt_xent_loss
@@ -209,6 +210,7 @@ def pretrain(
     """
     # Check the settings and the data before anything is written; a time budget starts now.
     config.validate()
+    check_loggers(config.loggers)
     budget = (
         TimeBudget(config.time_budget, max_steps=config.max_steps) if config.time_budget else None
     )
@@ -348,7 +350,6 @@ def pretrain(
             "preset": preset.value,
             "color_strength": color_strength,
             "stem": model.metadata.stem,
-            "learning_rate": peak_lr,
             "workers": workers,
             "precision": precision.value,
             "device": device.type,
@@ -362,7 +363,11 @@ def pretrain(
     run_dir = Path(config.out)
     if checkpoint is None and context.is_main:
         run_dir = prepare_run_folder(config.out, force=config.force or config.resume)
-    config_text = _toml.dumps({"pretrain": resolved, "plan": step_plan})
+    # [pretrain] holds the flags, so that `--config RUN/config.toml` repeats the run; --force and
+    # --resume are actions of one invocation, and [plan] what the run derived from the flags.
+    written = {key: value for key, value in resolved.items() if key not in ("force", "resume")}
+    plan_table = {**step_plan, "peak_learning_rate": peak_lr}
+    config_text = _toml.dumps({"pretrain": written, "plan": plan_table})
     if context.is_main:
         atomic_write(run_dir / "config.toml", lambda p: Path(p).write_text(config_text))
 
@@ -383,6 +388,10 @@ def pretrain(
     position = guard.resume(checkpoint)
     metrics_path = run_dir / "metrics.jsonl" if context.is_main else os.devnull
     metrics_file = open(metrics_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    # --logger csv/tensorboard get the same records as metrics.jsonl (see loggers.py).
+    logger = create_logger(
+        config.loggers, run_dir=run_dir, fresh=checkpoint is None, enabled=context.is_main
+    )
 
     # The training loop.
     progress(ProgressEvent("start", "pretrain", total=total_steps, completed=position.step))
@@ -442,6 +451,7 @@ def pretrain(
                         model.backbone, step=step, autocast_context=autocast(precision, device)
                     )
                     metrics_file.write(json.dumps(evaluation) + "\n")
+                    logger.log(evaluation)
                 window_images += views_a.shape[0] * context.world_size
                 # Log a line and report progress every log_every steps and at the end.
                 if step % config.log_every == 0 or step == total_steps:
@@ -460,6 +470,7 @@ def pretrain(
                         "skipped_images": skipped,
                     }
                     metrics_file.write(json.dumps(record) + "\n")
+                    logger.log(record)
                     window_loss, window_steps, window_images = 0.0, 0, 0
                     window_started = now
                     progress(
@@ -492,6 +503,7 @@ def pretrain(
     finally:
         guard.uninstall()
         metrics_file.close()
+        logger.close()
     seconds = time.perf_counter() - started
     skipped = sum_across_ranks(skipped, context)
     progress(ProgressEvent("end", "pretrain", total=total_steps, completed=step))
