@@ -58,7 +58,7 @@ def test_read_run__summary_matches_metrics(run_dir: Path):
     assert summary["skipped_images"] == 0 and summary["torn_lines"] == 0
     # Each window of 1 step covers one batch of 8 images at its measured speed.
     expected = sum(8 / r["images_per_second"] for r in step_records)
-    assert summary["wall_seconds"] == pytest.approx(expected, rel=1e-3)
+    assert summary["wall_seconds"] == pytest.approx(expected, rel=1e-3, abs=0.005)  # 2 decimals
     assert summary["images_seen"] == 32
     assert report.curves["loss"][0] == [1, 2, 3, 4]
     assert report.curves["knn_top1"][0] == [r["step"] for r in evaluations]
