@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +15,7 @@ from ..core.config import DemoConfig
 from ..core.demo import DemoResult, run_demo
 from . import _console
 from ._errors import handle_errors
-from ._options import QuietOption, SeedOption
+from ._options import JsonOption, QuietOption, SeedOption
 from ._progress import create_progress
 
 
@@ -45,6 +47,7 @@ def demo_command(
     steps: Annotated[int, typer.Option("--steps", help="Pretraining steps.")] = 200,
     seed: SeedOption = 0,
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Pretrain on generated shapes and show that it learned. [dim]simclr demo[/]
 
@@ -52,8 +55,11 @@ def demo_command(
     minutes on the CPU, and compares kNN accuracy with a randomly initialised encoder.
     """
     config = DemoConfig(out=out, max_steps=steps, seed=seed)
-    with create_progress(quiet=quiet) as progress:
+    with create_progress(quiet=quiet or as_json) as progress:
         result = run_demo(config=config, progress=progress)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        return
     _console.stdout.print(render_result(result))
     gain = result.pretrained["top1"] - result.random_init["top1"]
     _console.stdout.print(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +33,7 @@ from ._options import (
     BatchSizeOption,
     DeviceOption,
     ImageSizeOption,
+    JsonOption,
     QuietOption,
     SeedOption,
     WorkersOption,
@@ -317,6 +320,7 @@ def pretrain_command(
         ),
     ] = 100,
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Pretrain an encoder with SimCLR on a folder of images. [dim]simclr pretrain ./images[/]
 
@@ -368,7 +372,7 @@ def pretrain_command(
     # Under torchrun every rank runs this command; rank 0 alone draws and prints.
     main = is_main_process()
     try:
-        with create_progress(quiet=quiet or not main) as progress:
+        with create_progress(quiet=quiet or as_json or not main) as progress:
             result = pretrain(config=config, progress=progress)
     except RunInterrupted as stop:
         # A requested stop, not an error: say where the checkpoint is and how to continue.
@@ -378,6 +382,9 @@ def pretrain_command(
             )
         raise typer.Exit(stop.exit_code) from None
     if not main:
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return
     minutes, seconds = divmod(round(result.seconds), 60)
     line = f"Saved [bold]{escape(str(result.model_path))}[/] · {result.steps} steps · "

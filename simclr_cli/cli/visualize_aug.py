@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -22,7 +23,7 @@ from ..core.visualize import (
 )
 from . import _console
 from ._errors import handle_errors
-from ._options import SeedOption
+from ._options import JsonOption, QuietOption, SeedOption
 
 EPILOG = """[bold]Examples[/]
 
@@ -108,6 +109,8 @@ def visualize_aug_command(
             help="Full screen: space new views, + / - colour strength, p preset, s save, q quit.",
         ),
     ] = False,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Preview augmented view pairs and their parameters. [dim]simclr visualize-aug ./images[/]
 
@@ -135,8 +138,17 @@ def visualize_aug_command(
             raise UsageError("--interactive needs a terminal on stdin; run it in a terminal")
         if chosen is Protocol.none:
             chosen = Protocol.color256
+    if (quiet or as_json) and not interactive:
+        chosen = Protocol.none
     preview = create_augmentation_preview(config=config)
+    if as_json:
+        if save is not None:
+            save_grid(preview, save)
+        sys.stdout.write(json.dumps(preview.to_dict()) + "\n")
+        return
     for path in preview.skipped:
+        if quiet:
+            break
         _print(f"skipped {path}: not a readable image")
     if interactive:
         run_interactive(
@@ -153,6 +165,8 @@ def visualize_aug_command(
         sys.stdout.flush()
     if save is not None:
         grid = save_grid(preview, save)
+        if quiet:
+            return
         _print(f"saved {len(preview.pairs)} pairs to {save} ({grid.width}x{grid.height} px)")
-    elif chosen is Protocol.none:
+    elif chosen is Protocol.none and not quiet:
         _print(NOT_A_TERMINAL if not is_terminal else "nothing drawn (--protocol none)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,6 +38,17 @@ class DemoResult:
     num_train: int
     num_val: int
     classes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` form: both kNN results, the sizes, the classes and the run."""
+        return {
+            "pretrained": dict(self.pretrained),
+            "random_init": dict(self.random_init),
+            "num_train": self.num_train,
+            "num_val": self.num_val,
+            "classes": list(self.classes),
+            "pretrain": self.pretrain.to_dict(),
+        }
 
 
 def knn_evaluate(

@@ -7,11 +7,13 @@ one block each.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -103,6 +105,13 @@ class PretrainResult:
     resumed_from: int = 0
     total_seconds: float = 0.0
     data_wait: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` form: every attribute, paths as strings."""
+        return {
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in dataclasses.asdict(self).items()
+        }
 
 
 def default_workers() -> int:

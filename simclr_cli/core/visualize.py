@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -127,6 +127,25 @@ class AugmentationPreview:
         self._view_seeds = self._new_seeds()
         if not self.pairs:
             self._draw_views()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` form: settings, skipped files, and each pair's parameters and seeds."""
+        return {
+            "preset": self.settings.preset.value,
+            "color_strength": self.settings.color_strength,
+            "image_size": self.settings.image_size,
+            "model": None if self.settings.model is None else str(self.settings.model),
+            "seed": self.seed,
+            "skipped": [str(path) for path in self.skipped],
+            "pairs": [
+                {
+                    "path": str(pair.path),
+                    "views": [params.to_dict() for params in pair.params],
+                    "seeds": list(pair.seeds),
+                }
+                for pair in self.pairs
+            ],
+        }
 
     def _new_seeds(self) -> list[int]:
         count = 2 * len(self.images)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,16 @@ def test_demo__prints_table_of_both_encoders(tmp_path: Path, monkeypatch: pytest
     assert result.exit_code == 0, result.output
     assert "random init" in result.output and "SimCLR pretrained" in result.output
     assert "simclr embed" in result.output
+
+
+def test_demo__json_gives_both_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def tiny_run(*, config, progress):
+        tiny = dataclasses.replace(tiny_demo_config(config.out), max_steps=config.max_steps)
+        return run_demo(config=tiny, progress=progress)
+
+    monkeypatch.setattr(demo_command, "run_demo", tiny_run)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--steps", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert set(data) >= {"pretrained", "random_init", "num_train", "num_val", "classes"}
+    assert 0.0 <= data["pretrained"]["top1"] <= 1.0 and data["pretrain"]["steps"] == 2

@@ -69,6 +69,15 @@ def test_pretrain__quiet_prints_one_line(shapes_dir: Path, tmp_path: Path):
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
 
 
+def test_pretrain__json_prints_the_result(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["steps"] == 2 and data["model_path"] == str(out / "model.safetensors")
+    assert data["images_seen"] > 0 and data["final_loss"] > 0
+
+
 def test_pretrain__existing_run_needs_force(shapes_dir: Path, tmp_path: Path):
     out = tmp_path / "run"
     args = ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--quiet"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import struct
@@ -42,6 +43,24 @@ def test_visualize_aug__save_writes_png_and_says_so(shapes_dir: Path, tmp_path: 
     assert "saved 2 pairs to" in result.output and "512x" in result.output
     with Image.open(grid) as image:
         assert image.width == 512
+
+
+def test_visualize_aug__quiet_with_save_writes_only_the_file(shapes_dir: Path, tmp_path: Path):
+    grid = tmp_path / "grid.png"
+    result = _invoke(str(shapes_dir), "-n", "2", "--image-size", "32", "--save", str(grid), "-q")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "" and grid.is_file()
+
+
+def test_visualize_aug__json_lists_the_parameters_of_every_view(shapes_dir: Path):
+    result = _invoke(str(shapes_dir), "-n", "3", "--image-size", "32", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["image_size"] == 32 and data["preset"] == "cifar" and len(data["pairs"]) == 3
+    views = [view for pair in data["pairs"] for view in pair["views"]]
+    assert len(views) == 6 and all(len(view["crop"]) == 4 for view in views)
+    # Two views of one image are drawn independently.
+    assert data["pairs"][0]["views"][0] != data["pairs"][0]["views"][1]
 
 
 def test_visualize_aug__not_a_terminal_prints_a_plain_message(shapes_dir: Path):
