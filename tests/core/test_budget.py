@@ -35,12 +35,16 @@ class FakeClock:
         return self.now
 
 
-def _run(budget: TimeBudget, clock: FakeClock, *, start_up: float, per_step: float) -> int:
-    """Simulate the training loop; return the steps taken."""
+def _run(budget: TimeBudget, clock: FakeClock, *, start_up: float, per_step) -> int:
+    """Simulate the training loop; return the steps taken.
+
+    ``per_step`` is the time of every step, or a function of the step index giving it.
+    """
+    step_time = per_step if callable(per_step) else (lambda _: per_step)
     clock.now += start_up
     step, total = 0, 10_000
     while step < total:
-        clock.now += per_step
+        clock.now += step_time(step)
         step += 1
         total = budget.plan(step, total)
     return step
@@ -58,13 +62,8 @@ def test_time_budget__plan_fills_the_budget_without_crossing_it():
 def test_time_budget__replan_corrects_a_slowdown_and_hard_stop_holds():
     clock = FakeClock()
     budget = TimeBudget(100, clock=clock)
-    clock.now += 1.0
-    step, total = 0, 10_000
-    while step < total:
-        # The run slows down by half after 30 steps (another process starts).
-        clock.now += 0.2 if step < 30 else 0.3
-        step += 1
-        total = budget.plan(step, total)
+    # The run slows down by half after 30 steps (another process starts).
+    _run(budget, clock, start_up=1.0, per_step=lambda step: 0.2 if step < 30 else 0.3)
     assert clock.now <= 100 - budget.reserve + 1e-9
     assert clock.now >= 100 - budget.reserve - 2 * 0.3
 
@@ -72,13 +71,8 @@ def test_time_budget__replan_corrects_a_slowdown_and_hard_stop_holds():
 def test_time_budget__slow_start_does_not_leave_time_unused():
     clock = FakeClock()
     budget = TimeBudget(265, clock=clock)
-    clock.now += 3.0
-    step, total = 0, 10_000
-    while step < total:
-        # The first 40 steps run at half speed (another program is finishing), then full speed.
-        clock.now += 0.8 if step < 40 else 0.4
-        step += 1
-        total = budget.plan(step, total)
+    # The first 40 steps run at half speed (another program is finishing), then full speed.
+    _run(budget, clock, start_up=3.0, per_step=lambda step: 0.8 if step < 40 else 0.4)
     # The plan follows the speed since the last re-plan, so the run ends within a few steps of
     # the deadline instead of stopping early on the slow start's average.
     assert 265 - budget.reserve - 0.4 * 6 <= clock.now <= 265 - budget.reserve + 1e-9
