@@ -68,7 +68,8 @@ class RichProgress:
         self._tasks: dict[str, int] = {}
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
+        # The display starts with the first task, so that a command failing on its input before
+        # any work leaves only its error line (a stopped display ends with an empty line).
         return self
 
     def __exit__(
@@ -77,13 +78,16 @@ class RichProgress:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        if self._progress.live.is_started:
+            self._progress.stop()
 
     def __call__(self, event: ProgressEvent) -> None:
         if event.kind == "message":
             self._progress.console.print(escape(event.text), highlight=False)
             return
         if event.kind == "start":
+            if not self._progress.live.is_started:
+                self._progress.start()
             label = TASK_LABELS.get(event.task, event.task.capitalize())
             self._tasks[event.task] = self._progress.add_task(
                 label, total=event.total, completed=event.completed, info=""

@@ -53,3 +53,17 @@ def test_app__debug_shows_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     result = runner.invoke(app, ["pretrain", str(tmp_path / "missing")])
     assert result.exit_code == 1
     assert result.exception is not None and "does not exist" in str(result.exception)
+
+
+@pytest.mark.parametrize("command", ["probe", "export", "info"])
+def test_error__bad_model_file_gives_exactly_one_line(command: str, tmp_path: Path):
+    missing = str(tmp_path / "missing.safetensors")
+    extra = {
+        "probe": ["--train", str(tmp_path)],
+        "export": ["--format", "timm", "--out", str(tmp_path / "o")],
+    }
+    result = CliRunner().invoke(app, [command, missing, *extra.get(command, [])])
+    assert result.exit_code == 1
+    # No empty line from a progress display that never drew anything.
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: ")
