@@ -33,6 +33,7 @@ import typer
 import typer.core
 import typer.main
 
+from ..core.errors import ConfigError
 from ._errors import print_error
 
 #: Suffixes of the config files we read.
@@ -97,28 +98,24 @@ def _keys_of(command: Any) -> dict[str, Any]:
     return keys
 
 
-class ConfigFileError(Exception):
-    """A config file that cannot be read or holds a key or value that cannot work."""
-
-
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse a ``.toml``, ``.yaml`` or ``.yml`` file into a dict.
 
     Raises:
-        ConfigFileError: When the file is missing, of another kind, or does not parse.
+        ConfigError: When the file is missing, of another kind, or does not parse.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in CONFIG_SUFFIXES:
-        raise ConfigFileError(
+        raise ConfigError(
             f"config file {path}: unknown kind {suffix or '(no suffix)'}; use .toml, .yaml or .yml"
         )
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigFileError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigFileError(f"cannot read config file {path}: {error}") from None
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
     try:
         if suffix == ".toml":
             if sys.version_info >= (3, 11):
@@ -132,11 +129,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
     except Exception as error:
         detail = " ".join(str(error).split())
-        raise ConfigFileError(f"config file {path} does not parse: {detail}") from None
+        raise ConfigError(f"config file {path} does not parse: {detail}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigFileError(f"config file {path} must hold keys and values (a table or mapping)")
+        raise ConfigError(f"config file {path} must hold keys and values (a table or mapping)")
     return data
 
 
@@ -199,7 +196,7 @@ def config_defaults(ctx: Any, path: Path) -> dict[str, Any]:
     """The values ``path`` gives ``ctx``'s command, keyed by parameter name, checked.
 
     Raises:
-        ConfigFileError: For a missing or unparseable file, an unknown key or table, a value of
+        ConfigError: For a missing or unparseable file, an unknown key or table, a value of
             the wrong type or one the flag refuses.
     """
     data = read_config_file(path)
@@ -214,7 +211,7 @@ def config_defaults(ctx: Any, path: Path) -> dict[str, Any]:
                 table = value
             elif key not in commands and key not in IGNORED_TABLES:
                 known = ", ".join(sorted([*commands, *IGNORED_TABLES]))
-                raise ConfigFileError(
+                raise ConfigError(
                     f"config file {path}: unknown table [{key}]; tables are named after "
                     f"commands ({known})"
                 )
@@ -238,13 +235,13 @@ def config_defaults(ctx: Any, path: Path) -> dict[str, Any]:
                     continue  # A top-level key for another command.
                 hint = difflib.get_close_matches(normal, list(own_keys), n=1)
                 suggestion = f" (did you mean {hint[0]}?)" if hint else ""
-                raise ConfigFileError(
+                raise ConfigError(
                     f"config file {path}: unknown key {scope}{key} for simclr {name}{suggestion}"
                 )
             try:
                 checked = _checked_value(parameter, value)
             except TypeError as expected:
-                raise ConfigFileError(
+                raise ConfigError(
                     f"config file {path}: {scope}{key} = {value!r} should be {expected}"
                 ) from None
             values[parameter.name] = checked
@@ -259,7 +256,7 @@ def _load_config(ctx: typer.Context, value: str | None) -> None:
         return
     try:
         defaults = config_defaults(ctx, Path(value))
-    except ConfigFileError as error:
+    except ConfigError as error:
         print_error(str(error))
         raise typer.Exit(2) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}

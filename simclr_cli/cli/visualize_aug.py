@@ -146,9 +146,7 @@ def visualize_aug_command(
             save_grid(preview, save)
         sys.stdout.write(json.dumps(preview.to_dict()) + "\n")
         return
-    for path in preview.skipped:
-        if quiet:
-            break
+    for path in [] if quiet else preview.skipped:
         _print(f"skipped {path}: not a readable image")
     if interactive:
         run_interactive(
@@ -165,8 +163,7 @@ def visualize_aug_command(
         sys.stdout.flush()
     if save is not None:
         grid = save_grid(preview, save)
-        if quiet:
-            return
-        _print(f"saved {len(preview.pairs)} pairs to {save} ({grid.width}x{grid.height} px)")
+        if not quiet:
+            _print(f"saved {len(preview.pairs)} pairs to {save} ({grid.width}x{grid.height} px)")
     elif chosen is Protocol.none and not quiet:
         _print(NOT_A_TERMINAL if not is_terminal else "nothing drawn (--protocol none)")

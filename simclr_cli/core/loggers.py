@@ -1,6 +1,6 @@
-"""Loggers of training metrics beside RUN/metrics.jsonl: a CSV table and TensorBoard event files.
+"""Loggers of training metrics: RUN/metrics.jsonl always, a CSV table and TensorBoard event files.
 
-Every logger receives the same records that metrics.jsonl gets, so the names agree everywhere:
+Every logger receives the same records as metrics.jsonl, so the names agree everywhere:
 the columns of RUN/metrics.csv are the keys of metrics.jsonl (``step``, ``epoch``, ``loss``,
 ``lr``, ``images_per_second``, ``data_wait``, ``knn_top1`` ...), and the TensorBoard tags in
 RUN/tensorboard/ are the same keys, plotted over ``step``.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
 import shutil
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,8 @@ from typing import Any, Protocol
 from .config import LoggerName
 from .errors import ConfigError
 
+#: The JSON-lines file every run writes.
+JSONL_FILE = "metrics.jsonl"
 #: The CSV table a run writes with ``--logger csv``.
 CSV_FILE = "metrics.csv"
 #: The folder of TensorBoard event files a run writes with ``--logger tensorboard``.
@@ -36,6 +39,23 @@ class MetricsLogger(Protocol):
     def log(self, record: Mapping[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+class JSONLinesLogger:
+    """One JSON object per line in RUN/metrics.jsonl, appended (a resumed run continues it).
+
+    Lines are flushed as they are written, so a crash loses at most the line being written, and
+    readers skip a torn last line.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class CSVLogger:
@@ -132,10 +152,10 @@ def check_loggers(names: Iterable[LoggerName | str]) -> None:
 def create_logger(
     names: Iterable[LoggerName | str], *, run_dir: Path, fresh: bool = True, enabled: bool = True
 ) -> MultiLogger:
-    """The loggers named, writing into ``run_dir``.
+    """RUN/metrics.jsonl and the loggers named, writing into ``run_dir``.
 
     Args:
-        names: ``csv`` and/or ``tensorboard`` (metrics.jsonl is written by the loop itself).
+        names: ``csv`` and/or ``tensorboard``; metrics.jsonl is always written.
         run_dir: The run folder.
         fresh: False when the run resumes: the CSV table and event files are continued.
         enabled: False on every process but the first of a multi-process run: nothing is written.
@@ -147,7 +167,7 @@ def create_logger(
     if not enabled:
         return MultiLogger([])
     check_loggers(wanted)
-    loggers: list[MetricsLogger] = []
+    loggers: list[MetricsLogger] = [JSONLinesLogger(Path(run_dir) / JSONL_FILE)]
     for name in wanted:
         if name is LoggerName.csv:
             loggers.append(CSVLogger(Path(run_dir) / CSV_FILE, fresh=fresh))

@@ -8,7 +8,6 @@ one block each.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -395,9 +394,7 @@ def pretrain(
         is_main=context.is_main,
     )
     position = guard.resume(checkpoint)
-    metrics_path = run_dir / "metrics.jsonl" if context.is_main else os.devnull
-    metrics_file = open(metrics_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-    # --logger csv/tensorboard get the same records as metrics.jsonl (see loggers.py).
+    # metrics.jsonl, and --logger csv/tensorboard with the same records (see loggers.py).
     logger = create_logger(
         config.loggers, run_dir=run_dir, fresh=checkpoint is None, enabled=context.is_main
     )
@@ -459,7 +456,6 @@ def pretrain(
                     evaluation = monitor.evaluate(
                         model.backbone, step=step, autocast_context=autocast(precision, device)
                     )
-                    metrics_file.write(json.dumps(evaluation) + "\n")
                     logger.log(evaluation)
                 window_images += views_a.shape[0] * context.world_size
                 # Log a line and report progress every log_every steps and at the end.
@@ -478,7 +474,6 @@ def pretrain(
                         "data_wait": round(gauge.take_seconds() / (now - window_started), 4),
                         "skipped_images": skipped,
                     }
-                    metrics_file.write(json.dumps(record) + "\n")
                     logger.log(record)
                     window_loss, window_steps, window_images = 0.0, 0, 0
                     window_started = now
@@ -511,7 +506,6 @@ def pretrain(
         raise
     finally:
         guard.uninstall()
-        metrics_file.close()
         logger.close()
     seconds = time.perf_counter() - started
     skipped = sum_across_ranks(skipped, context)
