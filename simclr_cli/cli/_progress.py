@@ -79,6 +79,8 @@ class RichProgress:
         traceback: TracebackType | None,
     ) -> None:
         if self._progress.live.is_started:
+            # A command that fails leaves only its error line: the bars of the failed work go.
+            self._progress.live.transient = kind is not None and self._progress.console.is_terminal
             self._progress.stop()
 
     def __call__(self, event: ProgressEvent) -> None:
