@@ -1,8 +1,8 @@
 """Augmentation throughput: two SimCLR views per image, uint8 in, normalised float out.
 
 Compares, on one CPU core (``torch.set_num_threads(1)``, one process), the batched
-augmentation used by ``simclr pretrain`` (``simclr_cli.core.batch_augment``), the per-image
-torchvision v2 reference (``simclr_cli.core.view_params.ViewTransform``) and lightly's
+augmentation used by ``simclr pretrain`` (``simclr_cli.core.augment.batched``), the per-image
+torchvision v2 reference (``simclr_cli.core.augment.reference.ViewTransform``) and lightly's
 ``SimCLRTransform`` on PIL images, in alternating order. Sources are CIFAR-10 training images,
 used as they are (32 x 32) for 32 px views and resized to ``--source-size`` for 224 px views
 (what the RAM cache holds for a photo folder). The conversion to PIL for lightly is not timed.
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from simclr_cli.core.batch_augment import BatchAugmenter
-from simclr_cli.core.datapipe import decode_for_training
-from simclr_cli.core.view_params import ViewTransform
+from simclr_cli.core.augment.batched import BatchAugmenter
+from simclr_cli.core.augment.reference import ViewTransform
+from simclr_cli.core.data.loader import decode_for_training
 
 DATA = Path(__file__).resolve().parents[1] / "../shared/datasets/cifar10/train"
 #: The clock of every timing: wall time by default; ``--clock cpu`` takes the process's CPU time

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from simclr_cli.core.checkpoint import TrainingPosition, read_checkpoint, save_checkpoint
-from simclr_cli.core.model import create_simclr_model
-from simclr_cli.core.optim import create_optimizer
-from simclr_cli.core.synthetic import generate_shapes_dataset
+from simclr_cli.core.data.synthetic import generate_shapes_dataset
+from simclr_cli.core.model.simclr import create_simclr_model
+from simclr_cli.core.train.checkpoints import TrainingPosition, read_checkpoint, save_checkpoint
+from simclr_cli.core.train.optimizers import create_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

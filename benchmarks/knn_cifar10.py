@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from simclr_cli.core.demo import knn_evaluate
-from simclr_cli.core.model import create_simclr_model
-from simclr_cli.core.serialization import load_model
+from simclr_cli.core.model.files import load_model
+from simclr_cli.core.model.simclr import create_simclr_model
 
 
 def main() -> None:

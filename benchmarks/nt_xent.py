@@ -57,7 +57,7 @@ def create_loss(name: str, temperature: float):
         from lightly.loss import NTXentLoss
 
         return NTXentLoss(temperature=temperature)
-    from simclr_cli.core.nt_xent import nt_xent_loss, nt_xent_rows_reference
+    from simclr_cli.core.loss.nt_xent import nt_xent_loss, nt_xent_rows_reference
 
     if name == "compiled":
 
@@ -159,7 +159,7 @@ def run_child(name: str, args: argparse.Namespace, pairs: int, result: Path) -> 
 
 
 def float64_reference(pairs: int, dim: int, temperature: float) -> tuple[float, torch.Tensor]:
-    from simclr_cli.core.nt_xent import nt_xent_loss
+    from simclr_cli.core.loss.nt_xent import nt_xent_loss
 
     z_a, z_b = make_inputs(pairs, dim, "cpu")
     a = z_a.double().requires_grad_()

@@ -103,7 +103,7 @@ def run_lightly_recipe(subset: Path, weights_out: Path, *, epochs: int, seconds:
 
 
 def features_of(backbone, paths, *, metadata):
-    from simclr_cli.core.embed import extract_features
+    from simclr_cli.core.eval.embed import extract_features
 
     return extract_features(backbone, paths, metadata=metadata, batch_size=256)
 
@@ -117,9 +117,9 @@ def evaluate(name: str, backbone, metadata, subset: Path, val_dir: Path) -> dict
     from threadpoolctl import threadpool_limits
 
     from simclr_cli.core._threads import idle_cores, use_idle_cores
-    from simclr_cli.core.data import find_labeled_images
-    from simclr_cli.core.knn import knn_accuracy, topk_accuracy
-    from simclr_cli.core.linear import fit_linear_probe
+    from simclr_cli.core.data.files import find_labeled_images
+    from simclr_cli.core.eval.knn import knn_accuracy, topk_accuracy
+    from simclr_cli.core.eval.linear import fit_linear_probe
 
     started = time.perf_counter()
     use_idle_cores(torch.device("cpu"))
@@ -197,7 +197,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from simclr_cli.core.budget import parse_duration
+    from simclr_cli.core.train.budget import parse_duration
 
     seconds = parse_duration(args.budget)
     if args.lightly_worker:
@@ -207,8 +207,8 @@ def main() -> None:
 
     import torch
 
-    from simclr_cli.core.model import create_simclr_model
-    from simclr_cli.core.serialization import load_model
+    from simclr_cli.core.model.files import load_model
+    from simclr_cli.core.model.simclr import create_simclr_model
 
     header = machine()
     with tempfile.TemporaryDirectory(prefix="simclr-quality-") as temporary:

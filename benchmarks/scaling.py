@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from simclr_cli.core.config import PretrainConfig
-from simclr_cli.core.train import pretrain
+from simclr_cli.core.train.loop import pretrain
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "../shared/datasets/cifar10/train"
 

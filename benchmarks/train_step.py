@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from simclr_cli.core.model import create_simclr_model
-from simclr_cli.core.nt_xent import nt_xent_loss
+from simclr_cli.core.loss.nt_xent import nt_xent_loss
+from simclr_cli.core.model.simclr import create_simclr_model
 
 
 def time_steps(*, image_size, batch_size, bf16, channels_last, compile_model, steps, warmup):

@@ -39,8 +39,8 @@ from simclr_cli import (
     create_view_transform,
     nt_xent_loss,
 )
-from simclr_cli.core.datapipe import stack_images
-from simclr_cli.core.synthetic import generate_shapes_dataset
+from simclr_cli.core.data.loader import stack_images
+from simclr_cli.core.data.synthetic import generate_shapes_dataset
 
 
 class TwoViews:

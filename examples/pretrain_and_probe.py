@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from simclr_cli import PretrainConfig, ProbeConfig, pretrain, probe, read_metadata
-from simclr_cli.core.synthetic import generate_shapes_dataset
+from simclr_cli.core.data.synthetic import generate_shapes_dataset
 
 
 def main() -> None:

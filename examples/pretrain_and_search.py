@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from simclr_cli import PretrainConfig, embed, load_model, pretrain
-from simclr_cli.core.data import find_images
-from simclr_cli.core.synthetic import generate_shapes_dataset
+from simclr_cli.core.data.files import find_images
+from simclr_cli.core.data.synthetic import generate_shapes_dataset
 
 
 def main() -> None:

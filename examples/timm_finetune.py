@@ -111,7 +111,7 @@ def pretrain_demo_model(
 ) -> tuple[Path, Path, Path]:
     """A few steps of simclr pretraining on generated shapes, and labelled folders of them."""
     from simclr_cli import PretrainConfig, pretrain
-    from simclr_cli.core.synthetic import generate_shapes_dataset
+    from simclr_cli.core.data.synthetic import generate_shapes_dataset
 
     train = generate_shapes_dataset(scratch / "train", images_per_class=images_per_class, seed=0)
     val = generate_shapes_dataset(

@@ -10,9 +10,7 @@ loss and augmentations in your own training loop).
 
 __version__ = "0.1.0"
 
-from .core.augment import create_eval_transform, create_view_transform
-from .core.backbone import create_backbone
-from .core.classifier import ClassifierModel, load_classifier
+from .core.augment.presets import create_eval_transform, create_view_transform
 from .core.config import (
     BadImagePolicy,
     DemoConfig,
@@ -30,18 +28,20 @@ from .core.config import (
     Stem,
 )
 from .core.demo import run_demo
-from .core.embed import embed, embed_images, write_embeddings
 from .core.errors import SimCLRError
-from .core.finetune import FinetuneResult, finetune
-from .core.head import ProjectionHead, create_projection_head
-from .core.knn import knn_accuracy, knn_predict
-from .core.model import ModelMetadata, SimCLRModel, create_simclr_model
-from .core.nt_xent import nt_xent_loss
-from .core.optim import LARS
-from .core.predict import PredictResult, predict
-from .core.probe import ProbeResult, probe
-from .core.serialization import load_model, read_metadata, save_model
-from .core.train import PretrainResult, pretrain
+from .core.eval.embed import embed, embed_images, write_embeddings
+from .core.eval.finetune import FinetuneResult, finetune
+from .core.eval.knn import knn_accuracy, knn_predict
+from .core.eval.predict import PredictResult, predict
+from .core.eval.probe import ProbeResult, probe
+from .core.loss.nt_xent import nt_xent_loss
+from .core.model.backbone import create_backbone
+from .core.model.classifier import ClassifierModel, load_classifier
+from .core.model.files import load_model, read_metadata, save_model
+from .core.model.head import ProjectionHead, create_projection_head
+from .core.model.simclr import ModelMetadata, SimCLRModel, create_simclr_model
+from .core.train.loop import PretrainResult, pretrain
+from .core.train.optimizers import LARS
 
 __all__ = [
     "LARS",
@@ -92,14 +92,14 @@ __all__ = [
 ]
 
 # Augmentation parameters and their preview (`simclr visualize-aug`).
-from .core.config import VisualizeConfig
-from .core.view_params import (
+from .core.augment.reference import (
     ViewParams,
     ViewTransform,
     apply_view_params,
     sample_view_params,
 )
-from .core.visualize import create_augmentation_preview, render_grid, save_grid
+from .core.config import VisualizeConfig
+from .core.viz.preview import create_augmentation_preview, render_grid, save_grid
 
 __all__ += [
     "ViewParams",
@@ -113,13 +113,13 @@ __all__ += [
 ]
 
 # Reading a run back and mapping embeddings (`simclr report`, `simclr embed --map`).
-from .core.embedding_map import (  # noqa: E402
+from .core.viz.embedding_map import (  # noqa: E402
     EmbeddingMap,
     MapMethod,
     create_embedding_map,
     save_embedding_map,
 )
-from .core.report import RunReport, read_run, render_report_png, save_report_png  # noqa: E402
+from .core.viz.report import RunReport, read_run, render_report_png, save_report_png  # noqa: E402
 
 __all__ += [
     "EmbeddingMap",
@@ -133,14 +133,14 @@ __all__ += [
 ]
 
 # The batched augmentation of training, for users' own loops (uint8 batch in, two views out).
-from .core.batch_augment import BatchAugmenter  # noqa: E402
+from .core.augment.batched import BatchAugmenter  # noqa: E402
 
 __all__ += ["BatchAugmenter"]
 
 # Model files for other tools: `simclr info` and `simclr export`.
 from .core.config import ExportConfig, ExportFormat  # noqa: E402
-from .core.export import ExportResult, export_model  # noqa: E402
-from .core.info import ModelInfo, read_model_info  # noqa: E402
+from .core.export.exporter import ExportResult, export_model  # noqa: E402
+from .core.model.info import ModelInfo, read_model_info  # noqa: E402
 
 __all__ += [
     "ExportConfig",

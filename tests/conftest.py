@@ -14,8 +14,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from simclr_cli.core.config import PretrainConfig
-from simclr_cli.core.synthetic import generate_shapes_dataset
-from simclr_cli.core.train import pretrain
+from simclr_cli.core.data.synthetic import generate_shapes_dataset
+from simclr_cli.core.train.loop import pretrain
 
 TINY_BACKBONE = "test_resnet"
 

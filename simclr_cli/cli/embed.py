@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.config import DeviceName, EmbedConfig
-from ..core.embed import EmbedResult, embed, write_embeddings
-from ..core.embedding_map import MapMethod, check_png_path, save_embedding_map
+from ..core.eval.embed import EmbedResult, embed, write_embeddings
+from ..core.viz.embedding_map import MapMethod, check_png_path, save_embedding_map
 from . import _console
 from ._errors import handle_errors
 from ._options import BatchSizeOption, DeviceOption, JsonOption, ModelArgument, QuietOption

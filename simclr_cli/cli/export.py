@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from ..core.config import ExportConfig, ExportFormat
-from ..core.export import export_model
+from ..core.export.exporter import export_model
 from . import _console
 from ._errors import handle_errors
 from ._options import JsonOption, ModelArgument, QuietOption

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from ..core.config import DeviceName, FinetuneConfig, Precision
-from ..core.finetune import finetune
+from ..core.eval.finetune import finetune
 from . import _console
 from ._errors import handle_errors
 from ._options import (

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..core.info import ModelInfo, read_model_info
+from ..core.model.info import ModelInfo, read_model_info
 from . import _console
 from ._errors import handle_errors
 from ._options import JsonOption

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.config import DeviceName, PredictConfig
-from ..core.predict import PredictResult, predict, write_predictions
+from ..core.eval.predict import PredictResult, predict, write_predictions
 from . import _console
 from ._errors import handle_errors
 from ._options import BatchSizeOption, DeviceOption, JsonOption, QuietOption

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..core.budget import format_duration, parse_duration
 from ..core.config import (
     BadImagePolicy,
     CacheMode,
@@ -24,9 +23,10 @@ from ..core.config import (
     PretrainConfig,
     Stem,
 )
-from ..core.distributed import is_main_process
+from ..core.distributed.ranks import is_main_process
 from ..core.errors import RunInterrupted
-from ..core.train import pretrain
+from ..core.train.budget import format_duration, parse_duration
+from ..core.train.loop import pretrain
 from . import _console
 from ._errors import handle_errors
 from ._options import (

@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.config import DeviceName, ProbeConfig, Stem
-from ..core.probe import ProbeResult, probe
-from ..core.train import default_workers
+from ..core.eval.probe import ProbeResult, probe
+from ..core.train.loop import default_workers
 from . import _console
 from ._errors import handle_errors
 from ._options import (

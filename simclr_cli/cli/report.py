@@ -14,8 +14,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..core.budget import format_duration
-from ..core.report import (
+from ..core.train.budget import format_duration
+from ..core.viz.report import (
     RunReport,
     TextChart,
     read_run,

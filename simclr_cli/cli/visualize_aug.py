@@ -12,10 +12,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..core import _terminal_images as terminal
 from ..core.config import Preset, Protocol, VisualizeConfig
 from ..core.errors import UsageError
-from ..core.visualize import (
+from ..core.viz import terminal
+from ..core.viz.preview import (
     create_augmentation_preview,
     render_terminal,
     run_interactive,

@@ -206,7 +206,7 @@ class PretrainConfig:
         _positive("--log-every", self.log_every)
         if self.force and self.resume:
             raise ConfigError("--force starts the run again and --resume continues it; give one")
-        from .checkpoint import parse_interval
+        from .train.checkpoints import parse_interval
 
         parse_interval(self.checkpoint_every)
         if self.time_budget is not None and self.time_budget <= 0:

@@ -10,13 +10,13 @@ from typing import Any
 import torch
 
 from .config import DemoConfig, PretrainConfig, Stem
-from .data import find_labeled_images
-from .embed import extract_features
-from .knn import knn_accuracy
-from .model import SimCLRModel, create_simclr_model
+from .data.files import find_labeled_images
+from .data.synthetic import generate_shapes_dataset
+from .eval.embed import extract_features
+from .eval.knn import knn_accuracy
+from .model.simclr import SimCLRModel, create_simclr_model
 from .progress import ProgressCallback, ProgressEvent, null_progress
-from .synthetic import generate_shapes_dataset
-from .train import PretrainResult, pretrain
+from .train.loop import PretrainResult, pretrain
 
 
 @dataclass
@@ -119,7 +119,7 @@ def run_demo(*, config: DemoConfig, progress: ProgressCallback = null_progress) 
         progress=progress,
     )
 
-    from .serialization import load_model
+    from .model.files import load_model
 
     pretrained = load_model(run.model_path)
     torch.manual_seed(config.seed)

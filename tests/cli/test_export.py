@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from simclr_cli.cli.app import app
-from simclr_cli.core.serialization import load_model
+from simclr_cli.core.model.files import load_model
 
 runner = CliRunner()
 

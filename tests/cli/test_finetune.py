@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simclr_cli.cli.app import app
-from simclr_cli.core.classifier import load_classifier
+from simclr_cli.core.model.classifier import load_classifier
 
 runner = CliRunner()
 

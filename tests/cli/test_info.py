@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from simclr_cli.cli.app import app
-from simclr_cli.core.classifier import create_classifier, save_classifier
-from simclr_cli.core.serialization import load_model
+from simclr_cli.core.model.classifier import create_classifier, save_classifier
+from simclr_cli.core.model.files import load_model
 
 runner = CliRunner()
 

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from simclr_cli.cli import pretrain as pretrain_module
 from simclr_cli.cli.app import app
-from simclr_cli.core.checkpoint import read_checkpoint
 from simclr_cli.core.errors import RunInterrupted
-from simclr_cli.core.serialization import read_metadata
+from simclr_cli.core.model.files import read_metadata
+from simclr_cli.core.train.checkpoints import read_checkpoint
 
 runner = CliRunner()
 

@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from simclr_cli.cli.app import app
 from simclr_cli.core.config import ProbeConfig
-from simclr_cli.core.data import find_labeled_images
-from simclr_cli.core.embed import extract_features
-from simclr_cli.core.linear import fit_linear_probe
-from simclr_cli.core.serialization import load_model
-from simclr_cli.core.synthetic import generate_shapes_dataset
+from simclr_cli.core.data.files import find_labeled_images
+from simclr_cli.core.data.synthetic import generate_shapes_dataset
+from simclr_cli.core.eval.embed import extract_features
+from simclr_cli.core.eval.linear import fit_linear_probe
+from simclr_cli.core.model.files import load_model
 
 runner = CliRunner()
 

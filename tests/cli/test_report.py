@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from simclr_cli.cli.app import app
-from simclr_cli.core.train import pretrain
+from simclr_cli.core.train.loop import pretrain
 from tests.conftest import tiny_config
 
 runner = CliRunner()

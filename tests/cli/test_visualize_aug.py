@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from simclr_cli.cli.app import app
-from simclr_cli.core.serialization import read_header
-from simclr_cli.core.visualize import minimum_columns
+from simclr_cli.core.model.files import read_header
+from simclr_cli.core.viz.preview import minimum_columns
 
 runner = CliRunner()
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from simclr_cli.core.config import DemoConfig
 from simclr_cli.core.demo import run_demo
-from simclr_cli.core.serialization import read_metadata
+from simclr_cli.core.model.files import read_metadata
 
 
 def tiny_demo_config(out: Path) -> DemoConfig:

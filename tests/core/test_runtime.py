@@ -7,8 +7,8 @@ import torch
 
 from simclr_cli.core._runtime import use_channels_last
 from simclr_cli.core.config import Precision
-from simclr_cli.core.model import create_simclr_model
-from simclr_cli.core.train import contrastive_step
+from simclr_cli.core.model.simclr import create_simclr_model
+from simclr_cli.core.train.loop import contrastive_step
 
 CPU = torch.device("cpu")
 

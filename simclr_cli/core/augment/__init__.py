@@ -1,0 +1,3 @@
+"""SimCLR augmentation: the recipe, the per-image reference, the batched fast path and evaluation
+transforms.
+"""

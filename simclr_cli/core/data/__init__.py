@@ -1,0 +1,1 @@
+"""Image data: finding files, checking them, decoding, caching, loading and sampling."""

@@ -1,0 +1,435 @@
+"""The training data pipeline: decode each image once per step, cache it, batch it as uint8.
+
+The data loader no longer augments. Its workers only decode (JPEGs in draft mode, so the
+decoder's DCT scaling does most of the down-sizing for free) and return uint8 images; the
+training loop makes both views of every image from that one decode with the batched
+augmentation in ``batch_augment.py``, on the training device. With ``--cache auto`` (or
+``ram``) the decoded images are kept in RAM during the first epoch, and later epochs gather
+their batches from memory with no file I/O and no decode.
+
+Images are stored with their short side at most ``source_side_bound(image_size)``
+(``SOURCE_SIDE_FACTOR`` x the view size): enough that a full-image crop is never up-sampled,
+small enough that CIFAR-10's 45,000 images at 32 px take 138 MB.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .._runtime import seed_worker
+from ..config import CacheMode
+from ..errors import ImageDecodeError
+from ..progress import ProgressCallback, ProgressEvent, null_progress
+from .checks import BadImage
+from .files import load_rgb
+
+#: Stored images keep their short side at most this multiple of the view size.
+SOURCE_SIDE_FACTOR = 1.5
+#: Share of the available memory that ``--cache auto`` may fill.
+CACHE_MEMORY_SHARE = 0.5
+#: Environment variable that sets the cache budget in bytes (tests and small machines).
+CACHE_BUDGET_ENV = "SIMCLR_CACHE_BUDGET"
+#: Share of step time spent waiting for data above which the run prints a hint.
+DATA_WAIT_HINT_SHARE = 0.2
+
+
+def source_side_bound(image_size: int) -> int:
+    """Largest short side a decoded training image is kept at (48 at 32 px, 336 at 224 px)."""
+    return max(image_size, math.ceil(SOURCE_SIDE_FACTOR * image_size))
+
+
+def decode_for_training(path: Path, *, max_short_side: int) -> torch.Tensor:
+    """Decode an image as uint8 RGB with its short side at most ``max_short_side``.
+
+    JPEGs are decoded in draft mode: libjpeg's DCT scaling (1/2, 1/4, 1/8) picks the smallest
+    scale whose short side is still at least ``max_short_side``, which is several times faster
+    than decoding in full and resizing. What is left is resized with Pillow's antialiased
+    bilinear filter. Other formats, EXIF orientation and odd modes go through ``load_rgb``.
+
+    Args:
+        path: The image file.
+        max_short_side: Bound on the short side of the result.
+
+    Returns:
+        uint8 tensor (3, H, W) with min(H, W) <= max_short_side (images already smaller are
+        kept as they are).
+
+    Raises:
+        ImageDecodeError: When the file is not an image or is damaged.
+    """
+    image = _open_draft(path, max_short_side)
+    width, height = image.size
+    short = min(width, height)
+    if short > max_short_side:
+        scale = max_short_side / short
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
+    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return array.view(image.size[1], image.size[0], 3).permute(2, 0, 1).contiguous()
+
+
+def _open_draft(path: Path, max_short_side: int) -> Image.Image:
+    # Draft mode only for plain JPEGs without an EXIF rotation; everything else takes the
+    # foundation's careful path (transparency, 16-bit, orientation).
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
+                orientation = image.getexif().get(0x0112, 1)
+                if orientation in (0, 1):
+                    width, height = image.size
+                    scale = max_short_side / min(width, height)
+                    if scale < 1:
+                        image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+                    image.load()
+                    return image if image.mode == "RGB" else image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        pass  # load_rgb below gives the precise message.
+    return load_rgb(path)
+
+
+@dataclass
+class ImageBatch:
+    """A batch of decoded images, before augmentation.
+
+    Attributes:
+        images: uint8 (B, 3, H, W); an image smaller than (H, W) is padded at the bottom and
+            right by repeating its edge pixels, so a crop inside it never sees other values.
+        sizes: int64 (B, 2), the height and width of each image before padding.
+        indices: int64 (B,), the images' positions in the dataset.
+        skipped: Images of this batch dropped because they could not be decoded.
+        bad: Those images, with the reason (for ``RUN/skipped.txt``).
+    """
+
+    images: torch.Tensor
+    sizes: torch.Tensor
+    indices: torch.Tensor
+    skipped: int
+    bad: list[BadImage] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def pin_memory(self) -> ImageBatch:
+        """Page-locked copy, for faster transfers to the GPU (called by the DataLoader)."""
+        self.images = self.images.pin_memory()
+        return self
+
+
+def stack_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack uint8 images (3, h_i, w_i) into one tensor, edge-padding smaller ones.
+
+    Returns:
+        The batch (B, 3, max h, max w) and the sizes (B, 2).
+    """
+    sizes = torch.tensor([tuple(image.shape[-2:]) for image in images], dtype=torch.int64)
+    height, width = (int(v) for v in sizes.max(dim=0).values) if len(images) else (0, 0)
+    if all(tuple(image.shape[-2:]) == (height, width) for image in images):
+        return torch.stack(list(images)), sizes
+    batch = torch.empty(len(images), 3, height, width, dtype=torch.uint8)
+    for row, image in enumerate(images):
+        pad = (0, width - image.shape[-1], 0, height - image.shape[-2])
+        # Replicate padding is not implemented for uint8; pad in float and round back exactly.
+        batch[row] = F.pad(image[None].float(), pad, mode="replicate")[0].to(torch.uint8)
+    return batch, sizes
+
+
+class DecodedImageDataset(Dataset):
+    """Images decoded for training: ``(index, uint8 (3, H, W))``, or ``(index, None)`` when bad.
+
+    Args:
+        paths: Image files.
+        max_short_side: Bound on the short side of the decoded images.
+    """
+
+    def __init__(self, paths: Sequence[Path], *, max_short_side: int):
+        self.paths = list(paths)
+        self.max_short_side = max_short_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | BadImage]:
+        try:
+            return index, decode_for_training(self.paths[index], max_short_side=self.max_short_side)
+        except ImageDecodeError as error:
+            return index, BadImage(str(self.paths[index]), error.reason)
+
+
+def collate_images(samples: list[tuple[int, torch.Tensor | BadImage | None]]) -> ImageBatch:
+    """Stack decoded images into an ``ImageBatch``, dropping, counting and listing the bad ones."""
+    good = [(index, image) for index, image in samples if isinstance(image, torch.Tensor)]
+    bad = [image for _, image in samples if isinstance(image, BadImage)]
+    skipped = len(samples) - len(good)
+    if not good:
+        empty = torch.empty(0, 3, 0, 0, dtype=torch.uint8)
+        none = torch.empty(0, dtype=torch.int64)
+        return ImageBatch(empty, torch.empty(0, 2, dtype=torch.int64), none, skipped, bad)
+    images, sizes = stack_images([image for _, image in good])
+    indices = torch.tensor([index for index, _ in good], dtype=torch.int64)
+    return ImageBatch(images, sizes, indices, skipped, bad)
+
+
+def cache_budget_bytes() -> int:
+    """Bytes ``--cache auto`` may use: ``SIMCLR_CACHE_BUDGET`` or half the available memory."""
+    configured = os.environ.get(CACHE_BUDGET_ENV)
+    if configured:
+        return int(float(configured))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(CACHE_MEMORY_SHARE * int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return 2 * 1024**3  # Unknown platform: a modest 2 GiB.
+
+
+class ImageCache:
+    """Decoded uint8 images kept in RAM, filled as the first epoch streams past.
+
+    Args:
+        size: Number of images in the dataset.
+    """
+
+    def __init__(self, size: int):
+        self.images: list[torch.Tensor | None] = [None] * size
+        self.bad = torch.zeros(size, dtype=torch.bool)
+        self.seen = torch.zeros(size, dtype=torch.bool)
+        self.reasons: dict[int, BadImage] = {}
+        self.nbytes = 0
+        self._stacked: torch.Tensor | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every image is cached or known to be unreadable."""
+        return bool(self.seen.all())
+
+    def add(self, batch: ImageBatch, batch_indices: torch.Tensor) -> None:
+        """Store the images of a streamed batch; indices requested but absent were bad."""
+        for row, index in enumerate(batch.indices.tolist()):
+            if self.images[index] is None:
+                height, width = batch.sizes[row].tolist()
+                image = batch.images[row, :, :height, :width].clone()
+                self.images[index] = image
+                self.nbytes += image.numel()
+        self.seen[batch_indices] = True
+        self.bad[batch_indices] = True
+        self.bad[batch.indices] = False
+        good = set(batch.indices.tolist())
+        missing = [index for index in batch_indices.tolist() if index not in good]
+        for index, item in zip(missing, batch.bad, strict=False):
+            self.reasons[index] = item
+
+    def finish(self) -> None:
+        """Once complete, put same-sized images into one tensor so a batch is one gather."""
+        good = [image for image in self.images if image is not None]
+        if good and all(image.shape == good[0].shape for image in good):
+            stacked = torch.empty(len(self.images), *good[0].shape, dtype=torch.uint8)
+            for index, image in enumerate(self.images):
+                if image is not None:
+                    stacked[index] = image
+            self._stacked = stacked
+            self.images = [None] * len(self.images)
+
+    def batch(self, indices: torch.Tensor) -> ImageBatch:
+        """Gather the batch of these dataset indices from memory."""
+        good = indices[~self.bad[indices]]
+        skipped = len(indices) - len(good)
+        bad = [self.reasons[i] for i in indices[self.bad[indices]].tolist() if i in self.reasons]
+        if self._stacked is not None:
+            images = self._stacked.index_select(0, good)
+            sizes = torch.tensor(images.shape[-2:], dtype=torch.int64).expand(len(good), 2)
+            return ImageBatch(images, sizes.clone(), good, skipped, bad)
+        if len(good) == 0:
+            batch = collate_images([(int(i), None) for i in indices])
+            batch.bad = bad
+            return batch
+        images, sizes = stack_images([self.images[i] for i in good.tolist()])
+        return ImageBatch(images, sizes, good, skipped, bad)
+
+
+class TrainImageLoader:
+    """Epochs of shuffled ``ImageBatch``es: streamed by a DataLoader, then from the RAM cache.
+
+    Iterating gives one epoch. While the cache is incomplete the epoch streams through a
+    DataLoader whose workers decode; with caching on, the main process keeps what arrives, and
+    once every image has been seen, epochs are gathered from memory in the main process.
+
+    Args:
+        paths: Image files.
+        image_size: Side of the training views (sets the stored size bound).
+        batch_size: Images per batch; the last incomplete batch of an epoch is dropped.
+        workers: Decoding processes of the streaming DataLoader.
+        cache: ``auto``, ``ram`` or ``off``.
+        generator: Seeded source of the shuffling when no ``sampler`` is given.
+        sampler: Gives each epoch's order instead (a resumable one, sharded over ranks).
+        pin_memory: Page-lock streamed batches (for a CUDA device).
+        progress: Receives the one-line notice when ``auto`` falls back to streaming.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        *,
+        image_size: int,
+        batch_size: int,
+        workers: int,
+        cache: CacheMode | str,
+        generator: torch.Generator,
+        sampler: Sampler[int] | None = None,
+        pin_memory: bool = False,
+        progress: ProgressCallback = null_progress,
+    ):
+        self.sampler = sampler
+        self.paths = list(paths)
+        self.batch_size = batch_size
+        self.generator = generator
+        self.mode = CacheMode(getattr(cache, "value", cache))
+        self.progress = progress
+        self.max_short_side = source_side_bound(image_size)
+        self.cache = ImageCache(len(self.paths)) if self.mode is not CacheMode.off else None
+        self.budget = cache_budget_bytes() if self.mode is CacheMode.auto else None
+        self.workers = workers
+        self.pin_memory = pin_memory
+        self._loader: DataLoader | None = None
+
+    def __len__(self) -> int:
+        items = len(self.paths) if self.sampler is None else len(self.sampler)
+        return items // self.batch_size
+
+    @property
+    def cached(self) -> bool:
+        """Whether epochs now come from RAM."""
+        return self.cache is not None and self.cache.complete
+
+    def __iter__(self) -> Iterator[ImageBatch]:
+        if self.cached:
+            yield from self._cached_epoch()
+        else:
+            yield from self._streamed_epoch()
+
+    def _shuffled_batches(self) -> list[torch.Tensor]:
+        if self.sampler is not None:
+            order = torch.tensor(list(self.sampler), dtype=torch.int64)
+        else:
+            order = torch.randperm(len(self.paths), generator=self.generator)
+        return list(order[: len(order) // self.batch_size * self.batch_size].split(self.batch_size))
+
+    def _cached_epoch(self) -> Iterator[ImageBatch]:
+        for indices in self._shuffled_batches():
+            yield self.cache.batch(indices)
+
+    def _streamed_epoch(self) -> Iterator[ImageBatch]:
+        batches = self._shuffled_batches()
+        if self._loader is None:
+            self._loader = self._create_loader()
+        self._loader.batch_sampler.batches = batches
+        for position, batch in enumerate(self._loader):
+            if self.cache is not None:
+                self.cache.add(batch, batches[position])
+                self._check_budget()
+            yield batch
+        if self.cache is not None and self.cache.complete:
+            self.cache.finish()
+            self._loader = None  # The decoding workers are no longer needed.
+
+    def _create_loader(self) -> DataLoader:
+        persistent = self.workers > 0 and self.cache is None
+        return DataLoader(
+            DecodedImageDataset(self.paths, max_short_side=self.max_short_side),
+            batch_sampler=_EpochBatches(),
+            num_workers=self.workers,
+            collate_fn=collate_images,
+            pin_memory=self.pin_memory,
+            persistent_workers=persistent,
+            worker_init_fn=seed_worker,
+            # Without a generator, starting an epoch draws the workers' base seed from the global
+            # generator, which also draws the augmentations: a resumed run would drift.
+            generator=self.generator,
+        )
+
+    def _check_budget(self) -> None:
+        # The estimate is the mean stored size so far times the number of images.
+        if self.budget is None or self.cache is None:
+            return
+        seen = int(self.cache.seen.sum())
+        estimate = self.cache.nbytes / max(1, seen) * len(self.paths)
+        if estimate > self.budget:
+            self.progress(
+                ProgressEvent(
+                    "message",
+                    "pretrain",
+                    text=f"Image cache would need {estimate / 1e9:.1f} GB, more than its budget "
+                    f"of {self.budget / 1e9:.1f} GB: streaming from disk every epoch "
+                    "(set --cache off to skip this check).",
+                )
+            )
+            self.cache = None
+            self.budget = None
+
+
+class _EpochBatches:
+    """Batch sampler whose batches the loader sets before each epoch (reshuffled by it)."""
+
+    def __init__(self) -> None:
+        self.batches: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            yield batch.tolist()
+
+
+class DataWaitGauge:
+    """Measures the time a loop spends waiting for its next batch.
+
+    Wrap the loader (``for batch in gauge.timed(loader)``) and read ``take_seconds()`` when
+    logging: the waiting time since the last read.
+    """
+
+    def __init__(self) -> None:
+        self._waited = 0.0
+        self.total = 0.0
+        self.hinted = False
+
+    def timed(self, batches: object) -> Iterator[ImageBatch]:
+        """Yield the batches of ``batches``, adding the time spent in ``next`` to the gauge."""
+        iterator = iter(batches)
+        while True:
+            started = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                self._waited += time.perf_counter() - started
+                return
+            self._waited += time.perf_counter() - started
+            yield batch
+
+    def take_seconds(self) -> float:
+        """Seconds spent waiting since the last call."""
+        waited, self._waited = self._waited, 0.0
+        self.total += waited
+        return waited
+
+    def hint(self, share: float, *, workers: int, cached: bool) -> str | None:
+        """A one-time suggestion when waiting takes more than 20% of the step time."""
+        if self.hinted or share <= DATA_WAIT_HINT_SHARE:
+            return None
+        self.hinted = True
+        advice = (
+            "the cache is serving the batches, so the batched augmentation or the host is slow"
+            if cached
+            else f"try more --workers (now {workers}) or --cache ram if the images fit memory"
+        )
+        return f"Training waits for data {share:.0%} of the time: {advice}."

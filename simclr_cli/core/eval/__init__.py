@@ -1,0 +1,1 @@
+"""Evaluation: embedding, kNN, linear probes, splits, fine-tuning and prediction."""

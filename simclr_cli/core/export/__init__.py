@@ -1,0 +1,1 @@
+"""Export of a model file to timm, ONNX and TorchScript."""

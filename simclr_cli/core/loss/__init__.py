@@ -1,0 +1,1 @@
+"""The NT-Xent loss: a readable reference, fused Triton and chunked kernels, gradient caching."""

@@ -1,0 +1,1 @@
+"""Models: timm backbones, projection heads, classifiers and model files."""

@@ -1,0 +1,3 @@
+"""Pretraining: the plan, the loop, the run folder, optimisers, budgets, loggers, checkpoints and
+safeguards.
+"""

@@ -1,0 +1,182 @@
+"""Pretraining that fits a time budget: ``simclr pretrain --time-budget 265s``.
+
+The run measures its own speed over the first steps, then fixes the number of steps so that the
+learning-rate schedule (linear warm-up, then cosine decay to zero) completes and the model is
+saved before the budget runs out. The schedule is a function of the step and the total
+(``optim.learning_rate_at``), so the loop only has to swap in the planned total.
+
+Later re-plans (at a quarter, half, 70%, 85% and 95% of the planned steps) correct the estimate
+with the speed since the previous plan, so that a slow start (workers filling the image cache,
+another program finishing) or a slowdown later does not leave time unused or overrun the budget;
+the speed then includes the online monitor's evaluations and epoch boundaries. A hard stop ends
+the loop if a step would cross the deadline anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+from ..config import Stem
+from ..errors import ConfigError
+
+#: Below this budget, ``--stem auto`` keeps the ImageNet stem even for small images.
+FAST_STEM_MAX_BUDGET = 3600.0
+
+#: Re-plan when these shares of the planned steps are done.
+REPLAN_FRACTIONS = (0.25, 0.5, 0.7, 0.85, 0.95)
+#: A re-plan trusts the speed since the previous plan once it spans this many steps.
+MIN_WINDOW_STEPS = 5
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Read a duration such as ``265s``, ``10m``, ``2h``, ``1h30m`` or ``90`` (seconds).
+
+    Raises:
+        ConfigError: When the text is not a positive duration.
+    """
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        cleaned = str(text).strip().lower().replace(" ", "")
+        position, seconds = 0, 0.0
+        for match in _PART.finditer(cleaned):
+            if match.start() != position:
+                break
+            seconds += float(match.group(1)) * _UNITS[match.group(2) or "s"]
+            position = match.end()
+        if not cleaned or position != len(cleaned):
+            raise ConfigError(
+                f"--time-budget {text!r} is not a duration; write it like 265s, 10m, 2h or 1h30m"
+            )
+    if not seconds > 0 or math.isinf(seconds):
+        raise ConfigError(f"--time-budget {text!r} must be a positive duration, such as 10m")
+    return seconds
+
+
+def budget_stem(stem: Stem, time_budget: float | None) -> Stem:
+    """The stem ``auto`` means under a time budget.
+
+    The CIFAR stem keeps 32 px images at full resolution through the first stage, which costs
+    about 10x the compute of the ImageNet stem (on the 2-core CPU of benchmarks/RESULTS.md: 41
+    against 460 img/s for ResNet-18 at 32 px). Within a short budget the ImageNet stem sees ten
+    times more images and learns more, so ``auto`` picks it for budgets under an hour; without a
+    budget, or with a long one, ``auto`` keeps its size-based choice.
+    """
+    if stem is Stem.auto and time_budget is not None and time_budget < FAST_STEM_MAX_BUDGET:
+        return Stem.imagenet
+    return stem
+
+
+def format_duration(seconds: float) -> str:
+    """``265.4`` -> ``4m25s``; ``7260`` -> ``2h01m00s``."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s"
+
+
+class TimeBudget:
+    """Plans the step count of a run that must end within ``seconds``.
+
+    The clock starts when the object is created (at the start of ``pretrain``), so model
+    creation, worker start-up and the first slow steps all count.
+
+    Args:
+        seconds: The whole budget, saving included.
+        reserve_seconds: Time kept back for saving the model and closing the loader; the
+            default grows with the budget (2 s + 1%).
+        calibration_seconds: Speed is measured over at least this long (and 3 steps) before
+            the first plan; the default is 4% of the budget, between 3 and 60 s.
+        max_steps: Never plan more steps than this (``--max-steps``), when given.
+        clock: Source of time in seconds (a parameter for tests).
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        *,
+        reserve_seconds: float | None = None,
+        calibration_seconds: float | None = None,
+        max_steps: int | None = None,
+        clock=time.perf_counter,
+    ):
+        self.max_steps = max_steps
+        self.seconds = float(seconds)
+        self.clock = clock
+        self.started = clock()
+        self.deadline = self.started + self.seconds
+        self.reserve = 2.0 + 0.01 * self.seconds if reserve_seconds is None else reserve_seconds
+        if calibration_seconds is None:
+            calibration_seconds = min(60.0, max(3.0, 0.04 * self.seconds))
+        self.calibration_seconds = calibration_seconds
+        self.first_step_time: float | None = None
+        self.first_step = 0
+        self.planned_total: int | None = None
+        self.replans_left = REPLAN_FRACTIONS
+        self.window_step = 0
+        self.window_time = 0.0
+        self.per_step: float | None = None
+
+    def seconds_per_step(self, step: int, now: float) -> float:
+        """Time a step takes now: the average since the last plan, or since the first step.
+
+        The first step carries start-up costs and is never counted. Once a plan exists, the speed
+        of the steps since that plan replaces the running average when there are enough of them,
+        so a change of speed is followed instead of averaged away.
+        """
+        if self.per_step is not None and step - self.window_step >= MIN_WINDOW_STEPS:
+            return (now - self.window_time) / (step - self.window_step)
+        if self.per_step is not None:
+            return self.per_step
+        return (now - self.first_step_time) / max(1, step - self.first_step)
+
+    def plan(self, step: int, total_steps: int) -> int:
+        """The total step count after ``step`` steps are done; call once per step.
+
+        Args:
+            step: Steps completed.
+            total_steps: The current plan (before the first plan: any provisional count).
+
+        Returns:
+            The total to use from now on; ``step`` itself means "stop now".
+        """
+        total = self._plan(step, total_steps)
+        return total if self.max_steps is None else min(total, self.max_steps)
+
+    def _plan(self, step: int, total_steps: int) -> int:
+        now = self.clock()
+        if self.first_step_time is None:
+            # The first step carries worker start-up and allocator warm-up: measure after it.
+            self.first_step_time, self.first_step = now, step
+            return total_steps if total_steps > step else step + 1
+        per_step = self.seconds_per_step(step, now)
+        # A step that would cross the deadline is not taken, whatever the plan says.
+        if now + per_step > self.deadline - self.reserve:
+            self.planned_total = step
+            return step
+        measured = now - self.first_step_time
+        if self.planned_total is None:
+            if measured < self.calibration_seconds or step - self.first_step < 3:
+                return total_steps if total_steps > step else step + 1
+            return self._replan(step, now, per_step)
+        if self.replans_left and step >= self.replans_left[0] * self.planned_total:
+            self.replans_left = self.replans_left[1:]
+            return self._replan(step, now, per_step)
+        return self.planned_total
+
+    def _replan(self, step: int, now: float, per_step: float) -> int:
+        self.per_step, self.window_step, self.window_time = per_step, step, now
+        remaining = self.deadline - self.reserve - now
+        self.planned_total = step + max(1, math.floor(remaining / per_step))
+        return self.planned_total
+
+    def elapsed(self) -> float:
+        """Seconds since the budget started."""
+        return self.clock() - self.started

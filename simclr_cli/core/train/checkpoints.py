@@ -1,0 +1,428 @@
+"""Training checkpoints: everything needed to continue a run exactly, in one safetensors file.
+
+``RUN/checkpoint.safetensors`` holds tensors and string metadata, never a pickle:
+
+- ``model.*``: the model's ``state_dict`` (backbone and head, batch-norm statistics included);
+- ``optimizer.<param index>.<name>``: the optimiser's per-parameter state (momentum buffers,
+  Adam moments); its non-tensor values and the parameter groups are JSON in ``optimizer``;
+- ``rng.*``: every random number generator as bytes (``uint8``): torch on the CPU and on each
+  CUDA device, NumPy's and Python's global generators, and the DataLoader's generator (which
+  seeds the data workers); their scalar parts are JSON in ``rng``;
+- metadata ``position`` (step, epoch, batches of the epoch consumed, counters) and ``settings``
+  (the resolved configuration, compared on resume).
+
+The learning rate is computed from the step alone (``optim.learning_rate_at``), and the order of
+each epoch from the seed and the epoch (``sampler.ResumableRandomSampler``), so no scheduler or
+sampler object needs saving beyond the position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError, ConfigError, RunFolderError
+from ..model.files import atomic_write, read_header
+
+#: File name of the checkpoint inside a run folder.
+CHECKPOINT_NAME = "checkpoint.safetensors"
+#: Value of the ``format`` metadata key of checkpoints (model files use ``simclr-cli``).
+CHECKPOINT_FORMAT = "simclr-cli-checkpoint"
+#: Version of the checkpoint layout; bumped when it changes incompatibly.
+CHECKPOINT_VERSION = "1"
+#: Settings that may differ between a run and its resumption. Workers, device and logging do not
+#: change what is learned; precision and the learning rate are the remedies the divergence guard
+#: suggests, so a run stopped by it can continue with them changed.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "out",
+        "force",
+        "resume",
+        "workers",
+        "device",
+        "log_every",
+        "checkpoint_every",
+        "on_bad_image",
+        "precision",
+        "learning_rate",
+        "loggers",
+    }
+)
+
+
+@dataclass
+class TrainingPosition:
+    """Where a run stands: the counters a resumed run continues from.
+
+    Attributes:
+        step: Optimiser steps taken (skipped non-finite steps included).
+        epoch: The epoch in progress, from 0.
+        batches_in_epoch: Batches of ``epoch`` already consumed.
+        images_seen: Images trained on.
+        skipped_images: Images dropped because they could not be read.
+        nonfinite_steps: Steps whose update was skipped for a non-finite loss or gradient.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    images_seen: int = 0
+    skipped_images: int = 0
+    nonfinite_steps: int = 0
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read from disk.
+
+    Attributes:
+        path: The file.
+        position: Where the run stood.
+        settings: The resolved configuration the run was started with.
+        tensors: Every tensor of the file, by key.
+        optimizer_structure: The JSON part of the optimiser's state.
+        rng_structure: The JSON part of the random number generators' states.
+    """
+
+    path: Path
+    position: TrainingPosition
+    settings: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+    optimizer_structure: dict[str, Any] = field(repr=False)
+    rng_structure: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CheckpointInterval:
+    """How often to checkpoint: every ``steps`` steps, or every ``seconds`` of wall time."""
+
+    steps: int | None = None
+    seconds: float | None = None
+
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+
+
+def parse_interval(text: str) -> CheckpointInterval:
+    """Parse ``--checkpoint-every``: ``500`` (steps), ``30s``, ``10m`` or ``2h``.
+
+    Raises:
+        ConfigError: For anything else, or a zero interval.
+    """
+    match = _INTERVAL.match(str(text).lower())
+    if match is None or float(match.group(1)) <= 0:
+        raise ConfigError(
+            f"--checkpoint-every {text!r} is not a positive number of steps (500) or of "
+            "seconds, minutes or hours (30s, 10m, 2h)"
+        )
+    number, unit = match.groups()
+    if not unit:
+        if "." in number:
+            raise ConfigError(f"--checkpoint-every {text!r}: a number of steps is whole")
+        return CheckpointInterval(steps=int(number))
+    return CheckpointInterval(seconds=float(number) * {"s": 1, "m": 60, "h": 3600}[unit])
+
+
+# Optimiser state <-> tensors plus JSON.
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return {"__tuple__": [_to_json(v) for v in value]}
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    raise CheckpointError(f"cannot store optimiser value of type {type(value).__name__}")
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__tuple__"}:
+            return tuple(_from_json(v) for v in value["__tuple__"])
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def flatten_optimizer_state(
+    state_dict: dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser ``state_dict`` into tensors and a JSON-able structure.
+
+    Args:
+        state_dict: ``optimizer.state_dict()``.
+
+    Returns:
+        Tensors keyed ``optimizer.<param index>.<name>``, and the rest (non-tensor state values
+        and the parameter groups) as plain JSON values.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state_dict["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = _to_json(value)
+    structure = {
+        "indices": [int(i) for i in state_dict["state"]],
+        "scalars": scalars,
+        "param_groups": _to_json(state_dict["param_groups"]),
+    }
+    return tensors, structure
+
+
+def unflatten_optimizer_state(
+    tensors: dict[str, torch.Tensor], structure: dict[str, Any]
+) -> dict[str, Any]:
+    """Rebuild the ``state_dict`` that ``flatten_optimizer_state`` split."""
+    state: dict[int, dict[str, Any]] = {index: {} for index in structure["indices"]}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state[int(index)][name] = value
+    for index, values in structure["scalars"].items():
+        state[int(index)].update(_from_json(values))
+    return {"state": state, "param_groups": _from_json(structure["param_groups"])}
+
+
+# Random number generators <-> uint8 tensors plus JSON.
+
+
+def _bytes_tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array).view(np.uint8).copy())
+
+
+def capture_rng_states(
+    loader_generator: torch.Generator | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every random number generator's state, as ``uint8`` tensors and JSON scalars."""
+    tensors = {"rng.torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.torch_cuda.{index}"] = state.cpu()
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    tensors["rng.numpy"] = _bytes_tensor(keys)
+    version, python_state, gauss_next = random.getstate()
+    tensors["rng.python"] = _bytes_tensor(np.array(python_state, dtype=np.uint32))
+    if loader_generator is not None:
+        tensors["rng.loader"] = loader_generator.get_state()
+    structure = {
+        "numpy": [name, int(position), int(has_gauss), float(cached_gaussian)],
+        "python": [version, gauss_next],
+    }
+    return tensors, structure
+
+
+def restore_rng_states(
+    tensors: dict[str, torch.Tensor],
+    structure: dict[str, Any],
+    loader_generator: torch.Generator | None = None,
+) -> None:
+    """Set every random number generator back to the state ``capture_rng_states`` saved.
+
+    CUDA states are restored when the same number of devices is visible; a run moved between
+    a CPU and a GPU machine continues with fresh CUDA generators.
+    """
+    torch.set_rng_state(tensors["rng.torch_cpu"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.torch_cuda.")]
+    if cuda_states and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda_states):
+        torch.cuda.set_rng_state_all(cuda_states)
+    name, position, has_gauss, cached_gaussian = structure["numpy"]
+    keys = tensors["rng.numpy"].numpy().view(np.uint32)
+    np.random.set_state((name, keys, position, has_gauss, cached_gaussian))
+    version, gauss_next = structure["python"]
+    python_state = tuple(int(v) for v in tensors["rng.python"].numpy().view(np.uint32))
+    random.setstate((version, python_state, gauss_next))
+    if loader_generator is not None and "rng.loader" in tensors:
+        loader_generator.set_state(tensors["rng.loader"])
+
+
+# The file.
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    position: TrainingPosition,
+    settings: dict[str, Any],
+    loader_generator: torch.Generator | None = None,
+) -> None:
+    """Write a checkpoint atomically: a crash or a full disk leaves the previous one intact.
+
+    Args:
+        path: Destination, normally ``RUN/checkpoint.safetensors``.
+        model: The model being trained.
+        optimizer: Its optimiser.
+        position: Counters of the run.
+        settings: The resolved configuration, compared when resuming.
+        loader_generator: The DataLoader's generator.
+
+    Raises:
+        DiskFullError: When the disk fills up during the write (the old file is kept).
+    """
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optimizer_tensors, optimizer_structure = flatten_optimizer_state(optimizer.state_dict())
+    rng_tensors, rng_structure = capture_rng_states(loader_generator)
+    tensors.update(optimizer_tensors)
+    tensors.update(rng_tensors)
+    from ..model.files import _versions
+
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "position": json.dumps(dataclasses.asdict(position)),
+        "settings": json.dumps(settings, sort_keys=True),
+        "optimizer": json.dumps(optimizer_structure),
+        "rng": json.dumps(rng_structure),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **_versions(),
+    }
+    atomic_write(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read and check a checkpoint written by ``save_checkpoint``.
+
+    Raises:
+        CheckpointError: When the file is not a readable simclr checkpoint.
+    """
+    from safetensors import SafetensorError
+
+    from ..errors import ModelFileError
+
+    path = Path(path)
+    fix = "delete it or add --force to start the run again"
+    try:
+        raw = read_header(path).get("__metadata__") or {}
+    except ModelFileError as error:
+        raise CheckpointError(f"cannot resume from {path}: {error}; {fix}") from None
+    if raw.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a simclr checkpoint; {fix}")
+    if raw.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {raw.get('format_version')}, this simclr reads "
+            f"{CHECKPOINT_VERSION}; resume with the version that wrote it, or {fix}"
+        )
+    try:
+        position = TrainingPosition(**json.loads(raw["position"]))
+        settings = json.loads(raw["settings"])
+        optimizer_structure = json.loads(raw["optimizer"])
+        rng_structure = json.loads(raw["rng"])
+        tensors = load_file(str(path))
+    except (KeyError, TypeError, json.JSONDecodeError, SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is damaged ({error}); {fix}") from None
+    return Checkpoint(path, position, settings, tensors, optimizer_structure, rng_structure)
+
+
+def restore_checkpoint(
+    checkpoint: Checkpoint,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader_generator: torch.Generator | None = None,
+) -> TrainingPosition:
+    """Load a checkpoint's model, optimiser and generators in place; return its position.
+
+    Call it last before the training loop: it sets the global random number generators, which
+    building the model and the data loader would otherwise move on.
+
+    Raises:
+        CheckpointError: When the tensors do not fit the model or the optimiser.
+    """
+    tensors = checkpoint.tensors
+    model_tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(model_tensors, strict=True)
+        optimizer.load_state_dict(
+            unflatten_optimizer_state(tensors, checkpoint.optimizer_structure)
+        )
+    except (RuntimeError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[-1].strip() if str(error).strip() else error
+        raise CheckpointError(
+            f"{checkpoint.path} does not fit this model ({first}); add --force to start again"
+        ) from None
+    restore_rng_states(tensors, checkpoint.rng_structure, loader_generator)
+    return dataclasses.replace(checkpoint.position)
+
+
+# Resuming: finding the checkpoint and comparing settings.
+
+
+def settings_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The settings that differ between a checkpoint and the current run, as ``key a -> b``.
+
+    Settings in ``RESUMABLE_CHANGES`` are left out.
+    """
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        before, after = saved.get(key), current.get(key)
+        if before != after:
+            differences.append(f"{key} {json.dumps(before)} -> {json.dumps(after)}")
+    return differences
+
+
+def find_resumable_checkpoint(
+    out: Path, *, resume: bool, settings: dict[str, Any]
+) -> Checkpoint | None:
+    """The checkpoint to continue from, or None to start a new run.
+
+    Args:
+        out: The run folder.
+        resume: Whether ``--resume`` was given; without it nothing is resumed.
+        settings: The resolved configuration of the run about to start.
+
+    Returns:
+        The checkpoint when ``resume`` is set and ``out`` holds one of the same configuration;
+        None when there is nothing to resume (the caller starts the run, replacing the files
+        of a run that died before its first checkpoint).
+
+    Raises:
+        RunFolderError: When the checkpoint's configuration differs (the differences are
+            listed), or when ``out`` holds a finished model but no checkpoint.
+        CheckpointError: When the checkpoint cannot be read.
+    """
+    out = Path(out)
+    if not resume or not out.is_dir():
+        return None
+    path = out / CHECKPOINT_NAME
+    if not path.exists():
+        if (out / "model.safetensors").exists():
+            raise RunFolderError(
+                f"{out} holds a model but no {CHECKPOINT_NAME} to resume from; add --force to "
+                "replace it or choose another --out"
+            )
+        return None
+    checkpoint = read_checkpoint(path)
+    differences = settings_differences(checkpoint.settings, settings)
+    if differences:
+        raise RunFolderError(
+            f"cannot resume {out}: its checkpoint has a different configuration ("
+            + "; ".join(differences)
+            + "); run with the same settings, add --force to start again, or choose another --out"
+        )
+    return checkpoint
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Settings that a resumed run changes on purpose (precision, learning rate), as text."""
+    keys = ("precision", "learning_rate")
+    return [f"{k} {saved.get(k)} -> {current.get(k)}" for k in keys if saved.get(k) != current[k]]

@@ -1,0 +1,382 @@
+"""What keeps a long run safe: checkpoints, resume, stop signals, non-finite steps, bad images.
+
+The training loop in ``train.py`` stays flat; it calls a ``RunGuard`` at a few points:
+
+- ``resume(checkpoint)`` just before the loop: restores model, optimiser, data position and
+  every random generator, and returns the position to continue from;
+- ``start_epoch(epoch)`` at the top of each epoch: selects the epoch's order (and, on resume, the
+  batch to start from);
+- ``note_batch(dropped)`` for each batch: counts the batch and the images that failed to decode;
+- ``update_is_finite(loss)`` between ``backward`` and ``optimizer.step``: whether to apply it;
+- ``after_step(...)`` at the end of each step: checkpoints when due, and stops the run (with a
+  checkpoint) after SIGINT/SIGTERM or when the loss has diverged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import BadImagePolicy, PretrainConfig
+from ..data.checks import SKIPPED_NAME, BadImage, SkippedImages
+from ..data.sampler import ResumableRandomSampler
+from ..errors import DiskFullError, RunInterrupted, TrainingDivergedError
+from ..model.files import atomic_write
+from ..progress import ProgressCallback, ProgressEvent, null_progress
+from .checkpoints import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    CheckpointInterval,
+    TrainingPosition,
+    changed_settings,
+    parse_interval,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from .signals import StopSignals, name_of
+
+#: Non-finite steps in a row after which the run stops as diverged.
+MAX_NONFINITE_IN_ROW = 5
+
+
+def parameters_are_finite(loss: torch.Tensor, parameters: Sequence[torch.nn.Parameter]) -> bool:
+    """Whether a loss and all gradients of ``parameters`` are finite (one device sync).
+
+    Args:
+        loss: The scalar loss of the step.
+        parameters: The trained parameters, after ``backward``.
+    """
+    finite = torch.isfinite(loss.detach())
+    gradients = [p.grad for p in parameters if p.grad is not None]
+    if gradients:
+        # The norm of all gradients is finite exactly when every gradient entry is.
+        finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(gradients))
+    return bool(finite.item())
+
+
+def trim_metrics(path: Path, *, last_step: int) -> None:
+    """Drop lines of ``metrics.jsonl`` past ``last_step``: a resumed run logs those steps again."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) > last_step:
+                continue
+        except (json.JSONDecodeError, AttributeError):
+            continue  # A line cut short by the crash.
+        kept.append(line + "\n")
+    atomic_write(
+        path, lambda temporary: Path(temporary).write_text("".join(kept), encoding="utf-8")
+    )
+
+
+class RunGuard:
+    """Checkpoints, resume, stop signals, the non-finite guard and bad images of one run.
+
+    Args:
+        run_dir: The run folder.
+        model: The model being trained.
+        optimizer: Its optimiser.
+        sampler: The data order, positioned on resume.
+        loader_generator: The DataLoader's generator (seeds the workers).
+        settings: The resolved configuration, saved in checkpoints and compared on resume.
+        interval: How often to checkpoint.
+        batch_size: Images per batch.
+        batches_per_epoch: Full batches in one epoch.
+        total_steps: Steps of the whole run; a checkpoint is written when it is reached.
+        skipped: The bad-image list.
+        progress: Receives ``message`` events (resumed, checkpoint saved, step skipped).
+    """
+
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        sampler: ResumableRandomSampler,
+        loader_generator: torch.Generator | None,
+        settings: dict[str, Any],
+        interval: CheckpointInterval,
+        batch_size: int,
+        batches_per_epoch: int,
+        total_steps: int,
+        skipped: SkippedImages,
+        progress: ProgressCallback = null_progress,
+        is_main: bool = True,
+    ):
+        self.is_main = is_main
+        self.run_dir = Path(run_dir)
+        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        self.model = model
+        self.optimizer = optimizer
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.sampler = sampler
+        self.loader_generator = loader_generator
+        self.settings = settings
+        self.interval = interval
+        self.batch_size = batch_size
+        self.batches_per_epoch = max(1, batches_per_epoch)
+        self.total_steps = total_steps
+        self.skipped = skipped
+        self.progress = progress
+        self.position = TrainingPosition()
+        self.saved_step: int | None = None
+        self.nonfinite_in_row = 0
+        self.signals = StopSignals()
+        self._last_save = time.monotonic()
+        self._stopped = False
+
+    # Before the loop.
+
+    def resume(self, checkpoint: Checkpoint | None) -> TrainingPosition:
+        """Continue from ``checkpoint``, or from step 0 when it is None.
+
+        Sets the global random generators, so call it after building everything and just
+        before the loop (and before opening ``metrics.jsonl``, which it trims).
+        """
+        if checkpoint is None:
+            self.sampler.resume_at(0, 0)
+            return dataclasses.replace(self.position)
+        position = restore_checkpoint(
+            checkpoint,
+            model=self.model,
+            optimizer=self.optimizer,
+            loader_generator=self.loader_generator,
+        )
+        # A checkpoint at the end of an epoch resumes at the start of the next.
+        if position.batches_in_epoch >= self.batches_per_epoch:
+            position.epoch += 1
+            position.batches_in_epoch = 0
+        self.sampler.resume_at(position.epoch, position.batches_in_epoch * self.batch_size)
+        self.position = position
+        self.saved_step = position.step
+        trim_metrics(self.run_dir / "metrics.jsonl", last_step=position.step)
+        text = f"resuming from step {position.step} of {self.total_steps} ({checkpoint.path})"
+        changes = changed_settings(checkpoint.settings, self.settings)
+        if changes:
+            text += "; changed: " + ", ".join(changes)
+        self._message(text)
+        return dataclasses.replace(position)
+
+    def install(self) -> None:
+        """Catch SIGINT and SIGTERM until ``uninstall``."""
+        self.signals.install()
+
+    def uninstall(self) -> None:
+        """Give SIGINT and SIGTERM back to their previous handlers."""
+        self.signals.uninstall()
+
+    # In the loop.
+
+    def start_epoch(self, epoch: int) -> None:
+        """Select the order of ``epoch``; a resumed epoch starts at its saved batch."""
+        if epoch != self.position.epoch:
+            self.position.batches_in_epoch = 0
+        self.position.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def note_batch(self, dropped: Sequence[BadImage]) -> int:
+        """Count a batch from the loader and record its undecodable images; return their number.
+
+        Raises:
+            ImageDecodeError: For the first bad image under ``--on-bad-image fail``.
+        """
+        self.position.batches_in_epoch += 1
+        return self.skipped.record(dropped)
+
+    def update_is_finite(self, loss: torch.Tensor, *, step: int) -> bool:
+        """Whether the step's loss and gradients are finite; a non-finite step is counted.
+
+        Args:
+            loss: The loss, after ``backward``.
+            step: The step being taken (for the message).
+        """
+        if parameters_are_finite(loss, self.parameters):
+            self.nonfinite_in_row = 0
+            return True
+        self.nonfinite_in_row += 1
+        self.position.nonfinite_steps += 1
+        self._message(
+            f"step {step + 1}: the loss or a gradient is not finite; the update is skipped "
+            f"({self.nonfinite_in_row} in a row)"
+        )
+        return False
+
+    def after_step(self, *, step: int, epoch: int, images_seen: int, skipped: int) -> None:
+        """Record the step; checkpoint when due or at the end; stop after a signal or divergence.
+
+        Raises:
+            RunInterrupted: After SIGINT or SIGTERM, once the checkpoint is written.
+            TrainingDivergedError: After ``MAX_NONFINITE_IN_ROW`` non-finite steps in a row.
+            DiskFullError: When the checkpoint cannot be written for lack of space.
+        """
+        self.position.step = step
+        self.position.epoch = epoch
+        self.position.images_seen = images_seen
+        self.position.skipped_images = skipped
+        if self.nonfinite_in_row >= MAX_NONFINITE_IN_ROW:
+            self._stop_diverged()
+        if step >= self.total_steps:
+            self.save()  # The last step: the run ends normally, even if a signal came meanwhile.
+        elif self.signals.received is not None:
+            self._stop_signalled()
+        elif self._checkpoint_due(step):
+            self.save()
+
+    def stop_if_signalled(self) -> None:
+        """Called when the loop fails: a stop signal also kills the data workers, so the loader
+        raises; the last completed step is then checkpointed and the run stops as interrupted.
+        """
+        if self.signals.received is not None and not self._stopped:
+            self._stop_signalled()
+
+    # Saving.
+
+    def save(self) -> None:
+        """Write ``RUN/checkpoint.safetensors`` with the current position.
+
+        Raises:
+            DiskFullError: When the disk is full; the previous checkpoint is kept.
+        """
+        if not self.is_main:
+            # Only rank 0 writes; the other ranks hold the same weights (DDP keeps them equal).
+            self.saved_step = self.position.step
+            self._last_save = time.monotonic()
+            return
+        with self.disk_full_hint():
+            save_checkpoint(
+                self.checkpoint_path,
+                model=self.model,
+                optimizer=self.optimizer,
+                position=self.position,
+                settings=self.settings,
+                loader_generator=self.loader_generator,
+            )
+        self.saved_step = self.position.step
+        self._last_save = time.monotonic()
+        self._message(f"checkpoint saved at step {self.position.step}")
+
+    @contextlib.contextmanager
+    def disk_full_hint(self) -> Iterator[None]:
+        """Add to a ``DiskFullError`` which checkpoint survived and how to continue."""
+        try:
+            yield
+        except DiskFullError as error:
+            if self.saved_step is None:
+                hint = "no checkpoint was saved yet; free some space and start again with --force"
+            else:
+                hint = (
+                    f"{self.checkpoint_path} from step {self.saved_step} is intact; free some "
+                    "space and continue with --resume"
+                )
+            raise DiskFullError(f"{str(error).split('; free')[0]}; {hint}") from None
+
+    # Internals.
+
+    def _checkpoint_due(self, step: int) -> bool:
+        if self.interval.steps is not None:
+            return step % self.interval.steps == 0
+        seconds = self.interval.seconds
+        return seconds is not None and time.monotonic() - self._last_save >= seconds
+
+    def _stop_signalled(self) -> None:
+        self._stopped = True
+        self.save()
+        number = self.signals.received or 0
+        raise RunInterrupted(
+            f"stopped by {name_of(number)} after step {self.position.step} of "
+            f"{self.total_steps}; checkpoint saved in {self.checkpoint_path}; to continue, run "
+            f"the same command with --resume{self._instead_of_force()}",
+            signal_number=number,
+            step=self.position.step,
+            checkpoint=self.checkpoint_path,
+        )
+
+    def _stop_diverged(self) -> None:
+        self._stopped = True
+        # No non-finite update was applied, so the weights are those from before the divergence.
+        self.save()
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        raise TrainingDivergedError(
+            f"training diverged: the loss or the gradients were not finite for "
+            f"{self.nonfinite_in_row} steps in a row at step {self.position.step} "
+            f"(learning rate {_short(learning_rate)}); {self.checkpoint_path} holds the weights "
+            f"from before; continue with --resume{self._instead_of_force()} and a lower --lr "
+            "or --precision fp32"
+        )
+
+    def _instead_of_force(self) -> str:
+        return " instead of --force" if self.settings.get("force") else ""
+
+    def _message(self, text: str) -> None:
+        self.progress(ProgressEvent("message", "pretrain", text=text))
+
+
+def create_run_guard(
+    *,
+    config: PretrainConfig,
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: ResumableRandomSampler,
+    loader_generator: torch.Generator | None,
+    settings: dict[str, Any],
+    total_steps: int,
+    bad_images: Sequence[BadImage],
+    progress: ProgressCallback = null_progress,
+    is_main: bool = True,
+) -> RunGuard:
+    """The ``RunGuard`` of a pretraining run, with the header scan's bad images listed.
+
+    Args:
+        config: The run's settings (``checkpoint_every``, ``on_bad_image``, ``batch_size``).
+        run_dir: The run folder, already prepared.
+        model: The model being trained.
+        optimizer: Its optimiser.
+        sampler: The data order.
+        loader_generator: The DataLoader's generator.
+        settings: The resolved configuration, saved in checkpoints.
+        total_steps: Steps of the whole run.
+        bad_images: Files the header scan found unusable; listed in ``RUN/skipped.txt``.
+        progress: Receives ``message`` events.
+        is_main: Whether this process writes files (rank 0 of a job, or a single process).
+    """
+    skipped = SkippedImages(
+        Path(run_dir) / SKIPPED_NAME,
+        fail=config.on_bad_image is BadImagePolicy.fail,
+        write=is_main,
+    )
+    already_listed = bool(skipped.listed)
+    skipped.record(bad_images)
+    if bad_images and not already_listed:
+        text = f"{len(bad_images)} files are not images and are skipped (listed in {skipped.path})"
+        progress(ProgressEvent("message", "pretrain", text=text))
+    return RunGuard(
+        run_dir=run_dir,
+        model=model,
+        optimizer=optimizer,
+        sampler=sampler,
+        loader_generator=loader_generator,
+        settings=settings,
+        interval=parse_interval(config.checkpoint_every),
+        batch_size=config.batch_size // sampler.world_size,
+        batches_per_epoch=sampler.share // (config.batch_size // sampler.world_size),
+        total_steps=total_steps,
+        skipped=skipped,
+        progress=progress,
+        is_main=is_main,
+    )
+
+
+def _short(value: float) -> str:
+    return f"{value:.3g}" if math.isfinite(value) else str(value)

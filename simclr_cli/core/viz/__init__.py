@@ -1,0 +1,1 @@
+"""Pictures: terminal images, augmentation previews, plots, run reports and embedding maps."""

@@ -1,0 +1,174 @@
+"""The training data pipeline: draft-mode decode, the RAM cache and the data-wait gauge."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from simclr_cli.core.data.files import load_rgb
+from simclr_cli.core.data.loader import (
+    CACHE_BUDGET_ENV,
+    DataWaitGauge,
+    TrainImageLoader,
+    decode_for_training,
+    source_side_bound,
+    stack_images,
+)
+from simclr_cli.core.progress import ProgressEvent
+
+
+def smooth_photo(path: Path, width: int, height: int, **save: object) -> Path:
+    """A smooth colour gradient saved as an image, so resampling differences stay small."""
+    y, x = np.mgrid[0:height, 0:width]
+    array = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+    Image.fromarray(array.astype(np.uint8)).save(path, **save)
+    return path
+
+
+def test_source_side_bound__grows_with_image_size():
+    assert source_side_bound(32) == 48
+    assert source_side_bound(224) == 336
+
+
+def test_decode_for_training__jpeg_draft_bounds_short_side_and_matches_full_decode(
+    tmp_path: Path,
+):
+    path = smooth_photo(tmp_path / "big.jpg", 800, 600, quality=95)
+    image = decode_for_training(path, max_short_side=100)
+    assert image.dtype == torch.uint8 and image.shape == (3, 100, 133)
+    # The same size made from a full decode, resized by Pillow.
+    full = load_rgb(path).resize((133, 100), Image.Resampling.BILINEAR)
+    expected = torch.from_numpy(np.array(full)).permute(2, 0, 1)
+    assert (image.float() - expected.float()).abs().mean() < 2.0
+
+
+def test_decode_for_training__small_images_and_other_formats_are_kept_as_they_are(
+    tmp_path: Path,
+):
+    png = smooth_photo(tmp_path / "small.png", 40, 30)
+    image = decode_for_training(png, max_short_side=48)
+    assert image.shape == (3, 30, 40)
+    expected = torch.from_numpy(np.array(Image.open(png).convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(image, expected)
+
+
+def test_decode_for_training__exif_rotation_is_applied(tmp_path: Path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Rotate 90 degrees clockwise to display.
+    smooth_photo(path, 400, 200, exif=exif.tobytes())
+    assert decode_for_training(path, max_short_side=100).shape == (3, 200, 100)
+
+
+def test_stack_images__pads_smaller_images_with_their_edge_pixels():
+    small = torch.arange(12, dtype=torch.uint8).view(3, 2, 2)
+    large = torch.zeros(3, 3, 4, dtype=torch.uint8)
+    batch, sizes = stack_images([small, large])
+    assert batch.shape == (2, 3, 3, 4)
+    assert sizes.tolist() == [[2, 2], [3, 4]]
+    assert torch.equal(batch[0, :, :2, :2], small)
+    assert torch.equal(batch[0, :, 2, :2], small[:, 1, :])  # Bottom row repeated.
+    assert torch.equal(batch[0, :, :2, 3], small[:, :, 1])  # Right column repeated.
+
+
+def make_folder(root: Path, count: int, *, broken: int = 0) -> list[Path]:
+    root.mkdir()
+    paths = [smooth_photo(root / f"{i:02d}.jpg", 40 + i, 36) for i in range(count)]
+    for i in range(broken):
+        bad = root / f"broken{i}.jpg"
+        bad.write_bytes(b"not a jpeg")
+        paths.append(bad)
+    return sorted(paths)
+
+
+def collect(loader: TrainImageLoader) -> tuple[dict[int, torch.Tensor], int]:
+    """One epoch: each image by dataset index (padding removed), and the skipped count."""
+    images: dict[int, torch.Tensor] = {}
+    skipped = 0
+    for batch in loader:
+        skipped += batch.skipped
+        for row, index in enumerate(batch.indices.tolist()):
+            height, width = batch.sizes[row].tolist()
+            images[index] = batch.images[row, :, :height, :width].clone()
+    return images, skipped
+
+
+def test_train_image_loader__second_epoch_comes_from_ram_with_the_same_pixels(tmp_path: Path):
+    paths = make_folder(tmp_path / "images", 10, broken=2)
+    loader = TrainImageLoader(
+        paths,
+        image_size=32,
+        batch_size=4,
+        workers=0,
+        cache="ram",
+        generator=torch.Generator().manual_seed(0),
+    )
+    first, first_skipped = collect(loader)
+    assert loader.cached
+    # Nothing is decoded any more: the files can go.
+    for path in paths:
+        path.unlink()
+    second, second_skipped = collect(loader)
+    assert sorted(first) == sorted(second) and len(first) == 10
+    for index, image in first.items():
+        assert torch.equal(second[index], image)
+        assert image.shape == (3, 36, 40 + int(paths[index].stem))
+    # Broken files are dropped and counted in every epoch, streamed or cached.
+    assert first_skipped == second_skipped == 2
+
+
+def test_train_image_loader__auto_falls_back_to_streaming_with_one_notice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv(CACHE_BUDGET_ENV, "100")  # Bytes: nothing fits.
+    paths = make_folder(tmp_path / "images", 8)
+    events: list[ProgressEvent] = []
+    loader = TrainImageLoader(
+        paths,
+        image_size=32,
+        batch_size=4,
+        workers=0,
+        cache="auto",
+        generator=torch.Generator().manual_seed(0),
+        progress=events.append,
+    )
+    collect(loader)
+    collect(loader)
+    messages = [event.text for event in events if event.kind == "message"]
+    assert len(messages) == 1 and "streaming" in messages[0] and "--cache" in messages[0]
+    assert not loader.cached
+
+
+def test_train_image_loader__cache_off_never_caches(tmp_path: Path):
+    paths = make_folder(tmp_path / "images", 8)
+    loader = TrainImageLoader(
+        paths,
+        image_size=32,
+        batch_size=4,
+        workers=0,
+        cache="off",
+        generator=torch.Generator().manual_seed(0),
+    )
+    collect(loader)
+    assert not loader.cached and loader.cache is None
+
+
+def test_data_wait_gauge__measures_waiting_and_hints_once():
+    def slow():
+        for item in range(3):
+            time.sleep(0.02)
+            yield item
+
+    gauge = DataWaitGauge()
+    assert list(gauge.timed(slow())) == [0, 1, 2]
+    assert gauge.take_seconds() >= 0.05
+    assert gauge.take_seconds() == 0.0
+    assert gauge.hint(0.1, workers=1, cached=False) is None
+    hint = gauge.hint(0.5, workers=1, cached=False)
+    assert hint is not None and "50%" in hint and "--workers" in hint
+    assert gauge.hint(0.9, workers=1, cached=False) is None

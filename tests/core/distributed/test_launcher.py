@@ -1,0 +1,111 @@
+"""Starting ranks with the elastic launcher: failures stop the job with one clear error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from simclr_cli.core.distributed.launcher import describe_failure, launch_workers, run_rank
+from simclr_cli.core.errors import ConfigError, DataError, DistributedError
+
+#: A generous bound on "stops within seconds" on a loaded 2-core machine; a hang would be
+#: the collective timeout (minutes).
+STOP_BOUND_SECONDS = 30
+
+
+def _kill_rank_one(marker: str) -> str:
+    """Rank 1 dies by SIGKILL after one collective; rank 0 keeps talking to it."""
+    dist.init_process_group("gloo")
+    value = torch.ones(1)
+    dist.all_reduce(value)
+    if dist.get_rank() == 1:
+        Path(marker).write_text(str(time.time()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        dist.all_reduce(value)
+        time.sleep(0.01)
+    return "survived"
+
+
+def test_launch_workers__killed_rank_stops_the_job_with_a_clear_error(tmp_path: Path):
+    marker = tmp_path / "killed_at"
+    with pytest.raises(DistributedError) as caught:
+        launch_workers(_kill_rank_one, str(marker), processes=2)
+    stopped = time.time()
+    assert "rank 1 of 2 was killed by SIGKILL" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert stopped - float(marker.read_text()) < STOP_BOUND_SECONDS
+
+
+def _rank_zero_rejects_its_data() -> None:
+    """Rank 0 fails with a user error while rank 1 waits for it in a collective."""
+    dist.init_process_group("gloo")
+    value = torch.ones(1)
+    dist.all_reduce(value)
+    if dist.get_rank() == 0:
+        raise DataError("folder x holds no images; check the path")
+    for _ in range(1000):
+        dist.all_reduce(value)
+        time.sleep(0.01)
+
+
+def test_launch_workers__user_error_of_a_rank_wins_over_the_peer_it_stranded():
+    with pytest.raises(DistributedError) as caught:
+        launch_workers(_rank_zero_rejects_its_data, processes=2)
+    assert str(caught.value) == "folder x holds no images; check the path"
+    assert caught.value.exit_code == 1
+
+
+@dataclass
+class FakeFailure:
+    """The fields of the launcher's ``ProcessFailure`` that ``describe_failure`` reads."""
+
+    message: object
+    exitcode: int
+    timestamp: int
+    signal: str = ""
+
+    def signal_name(self) -> str:
+        return self.signal
+
+
+def _rank_error_text(error: Exception) -> str:
+    try:
+        run_rank(_raise, error)
+    except Exception as raised:
+        return f"{type(raised).__name__}: {raised}"
+    raise AssertionError("run_rank did not raise")
+
+
+def _raise(error: Exception) -> None:
+    raise error
+
+
+def test_describe_failure__simclr_error_keeps_message_and_exit_code():
+    text = _rank_error_text(DataError("folder x holds no images"))
+    failures = {
+        0: FakeFailure("Signal 15 (SIGTERM) received", -15, 5, "SIGTERM"),
+        1: FakeFailure({"message": text, "extraInfo": {}}, 1, 9),
+    }
+    error = describe_failure(failures, world_size=2)
+    assert str(error) == "folder x holds no images" and error.exit_code == 1
+    usage = _rank_error_text(ConfigError("bad flag"))
+    assert describe_failure({0: FakeFailure(usage, 1, 1)}, world_size=2).exit_code == 2
+
+
+def test_describe_failure__other_errors_name_the_rank_in_one_line():
+    failures = {
+        0: FakeFailure("RuntimeError: Connection closed by peer\n  at gloo", 1, 7),
+        1: FakeFailure("ValueError: nan in loss\nmore", 1, 3),
+    }
+    error = describe_failure(failures, world_size=2)
+    assert str(error).startswith("rank 1 of 2 failed: ValueError: nan in loss;")
+    assert "\n" not in str(error) and error.exit_code == 1

@@ -1,0 +1,91 @@
+"""Planning a run into a time budget, with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from simclr_cli.core.config import Stem
+from simclr_cli.core.errors import ConfigError
+from simclr_cli.core.train.budget import TimeBudget, budget_stem, format_duration, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("265s", 265), ("10m", 600), ("2h", 7200), ("1h30m", 5400), ("90", 90), ("1.5m", 90)],
+)
+def test_parse_duration__units(text: str, seconds: float):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten minutes", "10x", "0s", "5m-3s"])
+def test_parse_duration__bad_text_is_a_config_error(text: str):
+    with pytest.raises(ConfigError, match="time-budget"):
+        parse_duration(text)
+
+
+def test_format_duration__minutes_and_hours():
+    assert format_duration(265) == "4m25s" and format_duration(7260) == "2h01m00s"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run(budget: TimeBudget, clock: FakeClock, *, start_up: float, per_step) -> int:
+    """Simulate the training loop; return the steps taken.
+
+    ``per_step`` is the time of every step, or a function of the step index giving it.
+    """
+    step_time = per_step if callable(per_step) else (lambda _: per_step)
+    clock.now += start_up
+    step, total = 0, 10_000
+    while step < total:
+        clock.now += step_time(step)
+        step += 1
+        total = budget.plan(step, total)
+    return step
+
+
+def test_time_budget__plan_fills_the_budget_without_crossing_it():
+    clock = FakeClock()
+    budget = TimeBudget(265, clock=clock)
+    steps = _run(budget, clock, start_up=5.0, per_step=0.5)
+    # 265 s minus 5 s start-up, minus the reserve for saving, at 0.5 s a step.
+    assert clock.now <= 265 - budget.reserve + 1e-9
+    assert steps >= (265 - 5 - budget.reserve) / 0.5 - 2
+
+
+def test_time_budget__replan_corrects_a_slowdown_and_hard_stop_holds():
+    clock = FakeClock()
+    budget = TimeBudget(100, clock=clock)
+    # The run slows down by half after 30 steps (another process starts).
+    _run(budget, clock, start_up=1.0, per_step=lambda step: 0.2 if step < 30 else 0.3)
+    assert clock.now <= 100 - budget.reserve + 1e-9
+    assert clock.now >= 100 - budget.reserve - 2 * 0.3
+
+
+def test_time_budget__slow_start_does_not_leave_time_unused():
+    clock = FakeClock()
+    budget = TimeBudget(265, clock=clock)
+    # The first 40 steps run at half speed (another program is finishing), then full speed.
+    _run(budget, clock, start_up=3.0, per_step=lambda step: 0.8 if step < 40 else 0.4)
+    # The plan follows the speed since the last re-plan, so the run ends within a few steps of
+    # the deadline instead of stopping early on the slow start's average.
+    assert 265 - budget.reserve - 0.4 * 6 <= clock.now <= 265 - budget.reserve + 1e-9
+
+
+def test_time_budget__max_steps_caps_the_plan():
+    clock = FakeClock()
+    budget = TimeBudget(1000, clock=clock, max_steps=50)
+    assert _run(budget, clock, start_up=0.0, per_step=0.1) == 50
+
+
+def test_budget_stem__short_budget_picks_the_fast_stem():
+    assert budget_stem(Stem.auto, 265) is Stem.imagenet
+    assert budget_stem(Stem.auto, None) is Stem.auto
+    assert budget_stem(Stem.auto, 7200) is Stem.auto
+    assert budget_stem(Stem.cifar, 265) is Stem.cifar

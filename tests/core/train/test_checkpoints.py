@@ -1,0 +1,194 @@
+"""Checkpoint files: exact round trips of optimiser and generator states, settings, bad files."""
+
+from __future__ import annotations
+
+import errno
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from simclr_cli.core.errors import CheckpointError, ConfigError, DiskFullError, RunFolderError
+from simclr_cli.core.model.simclr import create_simclr_model
+from simclr_cli.core.train import checkpoints as checkpoint_module
+from simclr_cli.core.train.checkpoints import (
+    CheckpointInterval,
+    TrainingPosition,
+    capture_rng_states,
+    find_resumable_checkpoint,
+    flatten_optimizer_state,
+    parse_interval,
+    read_checkpoint,
+    restore_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+    settings_differences,
+    unflatten_optimizer_state,
+)
+from simclr_cli.core.train.optimizers import create_optimizer
+
+
+def _trained(optimizer_name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = create_simclr_model(backbone="test_resnet", image_size=32, head="v1")
+    optimizer = create_optimizer(
+        optimizer_name, [model.backbone, model.head], learning_rate=0.1, weight_decay=1e-4
+    )
+    for _ in range(2):
+        optimizer.zero_grad()
+        _, projections = model(torch.randn(4, 3, 32, 32))
+        projections.square().mean().backward()
+        optimizer.step()
+    return model, optimizer
+
+
+def test_parse_interval__steps_and_durations():
+    assert parse_interval("500") == CheckpointInterval(steps=500)
+    assert parse_interval("10m") == CheckpointInterval(seconds=600.0)
+    assert parse_interval("30s") == CheckpointInterval(seconds=30.0)
+    assert parse_interval("1.5h") == CheckpointInterval(seconds=5400.0)
+    for bad in ("0", "ten", "5d", "-3", "2.5"):
+        with pytest.raises(ConfigError, match="--checkpoint-every"):
+            parse_interval(bad)
+
+
+@pytest.mark.parametrize("name", ["lars", "sgd", "adamw"])
+def test_flatten_optimizer_state__round_trip_is_exact(name: str):
+    _, optimizer = _trained(name)
+    original = optimizer.state_dict()
+    tensors, structure = flatten_optimizer_state(original)
+    assert tensors and all(isinstance(v, torch.Tensor) for v in tensors.values())
+    rebuilt = unflatten_optimizer_state(tensors, structure)
+    assert rebuilt["param_groups"] == original["param_groups"]
+    assert rebuilt["state"].keys() == original["state"].keys()
+    for index, values in original["state"].items():
+        for key, value in values.items():
+            assert torch.equal(rebuilt["state"][index][key], value)
+
+
+def test_capture_rng_states__restores_every_generator():
+    loader_generator = torch.Generator().manual_seed(5)
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    np.random.standard_normal()  # Leaves a cached Gaussian in NumPy's state.
+    tensors, structure = capture_rng_states(loader_generator)
+    assert all(v.dtype == torch.uint8 for v in tensors.values())
+    expected = (
+        random.random(),
+        np.random.standard_normal(),
+        torch.rand(3),
+        torch.rand(2, generator=loader_generator),
+    )
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    loader_generator.manual_seed(9)
+    restore_rng_states(tensors, structure, loader_generator)
+    assert random.random() == expected[0]
+    assert np.random.standard_normal() == expected[1]
+    assert torch.equal(torch.rand(3), expected[2])
+    assert torch.equal(torch.rand(2, generator=loader_generator), expected[3])
+
+
+def test_save_checkpoint__restores_model_optimizer_and_position(tmp_path: Path):
+    model, optimizer = _trained("lars")
+    path = tmp_path / "checkpoint.safetensors"
+    position = TrainingPosition(step=7, epoch=2, batches_in_epoch=1, images_seen=56)
+    save_checkpoint(path, model=model, optimizer=optimizer, position=position, settings={"a": 1})
+    fresh_model, fresh_optimizer = _trained("lars", seed=1)
+    loaded = read_checkpoint(path)
+    assert loaded.settings == {"a": 1}
+    restored = restore_checkpoint(loaded, model=fresh_model, optimizer=fresh_optimizer)
+    assert restored == position
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh_model.state_dict()[key], value), key
+    state, fresh_state = optimizer.state_dict()["state"], fresh_optimizer.state_dict()["state"]
+    for index in state:
+        assert torch.equal(state[index]["momentum_buffer"], fresh_state[index]["momentum_buffer"])
+
+
+def test_save_checkpoint__full_disk_keeps_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    model, optimizer = _trained("sgd")
+    path = tmp_path / "checkpoint.safetensors"
+    save_checkpoint(
+        path, model=model, optimizer=optimizer, position=TrainingPosition(step=1), settings={}
+    )
+    before = path.read_bytes()
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", full_disk)
+    with pytest.raises(DiskFullError, match=r"previous checkpoint\.safetensors is intact"):
+        save_checkpoint(
+            path, model=model, optimizer=optimizer, position=TrainingPosition(step=2), settings={}
+        )
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.safetensors"]
+
+
+def test_read_checkpoint__hostile_files_raise_checkpoint_error(tmp_path: Path, trained_model: Path):
+    path = tmp_path / "checkpoint.safetensors"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        read_checkpoint(path)
+    path.write_bytes(trained_model.read_bytes())  # A model file is not a checkpoint.
+    with pytest.raises(CheckpointError, match="not a simclr checkpoint"):
+        read_checkpoint(path)
+    save_file(
+        {"x": torch.zeros(1)},
+        str(path),
+        metadata={"format": "simclr-cli-checkpoint", "format_version": "1"},
+    )
+    with pytest.raises(CheckpointError, match="damaged"):
+        read_checkpoint(path)
+
+
+def test_settings_differences__lists_changes_but_allows_remedies():
+    saved = {"batch_size": 8, "seed": 0, "workers": 0, "precision": "bf16", "learning_rate": 0.3}
+    current = {"batch_size": 16, "seed": 0, "workers": 4, "precision": "fp32", "learning_rate": 0.1}
+    assert settings_differences(saved, current) == ["batch_size 8 -> 16"]
+
+
+def test_find_resumable_checkpoint__refuses_other_settings_and_lone_models(tmp_path: Path):
+    model, optimizer = _trained("sgd")
+    settings = {"batch_size": 8, "seed": 0, "backbone": "test_resnet"}
+    save_checkpoint(
+        tmp_path / "checkpoint.safetensors",
+        model=model,
+        optimizer=optimizer,
+        position=TrainingPosition(step=3),
+        settings=settings,
+    )
+    assert find_resumable_checkpoint(tmp_path, resume=False, settings=settings) is None
+    found = find_resumable_checkpoint(tmp_path, resume=True, settings=settings)
+    assert found is not None and found.position.step == 3
+    with pytest.raises(RunFolderError, match=r"batch_size 8 -> 16; seed 0 -> 1"):
+        find_resumable_checkpoint(
+            tmp_path, resume=True, settings={**settings, "batch_size": 16, "seed": 1}
+        )
+    lone = tmp_path / "finished"
+    lone.mkdir()
+    (lone / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(RunFolderError, match=r"no checkpoint\.safetensors"):
+        find_resumable_checkpoint(lone, resume=True, settings=settings)
+    assert find_resumable_checkpoint(tmp_path / "new", resume=True, settings=settings) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_capture_rng_states__restores_cuda_generators():
+    torch.cuda.manual_seed_all(4)
+    torch.rand(1, device="cuda")
+    tensors, structure = capture_rng_states()
+    assert any(key.startswith("rng.torch_cuda.") for key in tensors)
+    expected = torch.rand(3, device="cuda")
+    torch.cuda.manual_seed_all(9)
+    restore_rng_states(tensors, structure)
+    assert torch.equal(torch.rand(3, device="cuda"), expected)

@@ -1,0 +1,136 @@
+"""The pretraining loop: files written, metrics logged, and bad input refused early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tomllib
+from PIL import Image
+
+from simclr_cli.core.errors import ConfigError, DataError, RunFolderError
+from simclr_cli.core.model.files import load_model
+from simclr_cli.core.train.loop import pretrain
+from tests.conftest import tiny_config
+
+
+def test_pretrain__writes_model_metrics_and_config(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    result = pretrain(config=tiny_config(shapes_dir, out, max_steps=3))
+    assert result.steps == 3 and result.images_seen == 24
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3]
+    assert set(lines[0]) == {
+        "step",
+        "epoch",
+        "loss",
+        "lr",
+        "images_per_second",
+        "data_wait",
+        "skipped_images",
+    }
+    assert all(0.0 <= line["data_wait"] <= 1.0 for line in lines)
+    assert lines[0]["loss"] > 0
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["pretrain"]["backbone"] == "test_resnet"
+    assert config["pretrain"]["data"] == str(shapes_dir.resolve())
+    assert config["plan"]["total_steps"] == 3
+    model = load_model(result.model_path)
+    assert model.metadata.steps == 3 and model.metadata.images_seen == 24
+
+
+def test_pretrain__loss_decreases_on_learnable_data(shapes_dir: Path, tmp_path: Path):
+    result = pretrain(
+        config=tiny_config(
+            shapes_dir,
+            tmp_path / "run",
+            max_steps=30,
+            batch_size=12,
+            optimizer="adamw",
+            learning_rate=0.02,
+            warmup_fraction=0.0,
+            color_strength=0.0,
+        )
+    )
+    losses = [
+        json.loads(line)["loss"]
+        for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+
+
+def test_pretrain__epochs_give_whole_passes(shapes_dir: Path, tmp_path: Path):
+    result = pretrain(config=tiny_config(shapes_dir, tmp_path / "run", max_steps=None, epochs=2))
+    assert result.steps == 2 * (24 // 8)
+
+
+def test_pretrain__refuses_non_empty_run_folder(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "something.txt").write_text("keep me")
+    with pytest.raises(RunFolderError, match="--force"):
+        pretrain(config=tiny_config(shapes_dir, out))
+    pretrain(config=tiny_config(shapes_dir, out, force=True))
+    assert (out / "model.safetensors").exists() and (out / "something.txt").exists()
+
+
+def test_pretrain__missing_data_creates_no_run_folder(tmp_path: Path):
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="does not exist"):
+        pretrain(config=tiny_config(tmp_path / "nothing", out))
+    assert not out.exists()
+
+
+def test_pretrain__unknown_backbone_creates_no_run_folder(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    with pytest.raises(Exception, match="unknown backbone"):
+        pretrain(config=tiny_config(shapes_dir, out, backbone="not_a_model"))
+    assert not out.exists()
+
+
+def test_pretrain__batch_larger_than_data_is_refused(shapes_dir: Path, tmp_path: Path):
+    with pytest.raises(DataError, match="fewer than --batch-size"):
+        pretrain(config=tiny_config(shapes_dir, tmp_path / "run", batch_size=100))
+
+
+def test_pretrain__impossible_settings_are_refused(shapes_dir: Path, tmp_path: Path):
+    with pytest.raises(ConfigError, match="--temperature"):
+        pretrain(config=tiny_config(shapes_dir, tmp_path / "run", temperature=0))
+    with pytest.raises(ConfigError, match="--image-size"):
+        pretrain(config=tiny_config(shapes_dir, tmp_path / "run", image_size=-3))
+    with pytest.raises(ConfigError, match="--optimizer"):
+        tiny_config(shapes_dir, tmp_path / "run", optimizer="adam")
+
+
+def test_pretrain__unreadable_images_are_skipped_and_counted(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(10):
+        Image.new("RGB", (32, 32), (index * 20, 0, 0)).save(data / f"{index}.png")
+    (data / "broken.jpg").write_bytes(b"not a jpeg")
+    (data / "empty.png").write_bytes(b"")
+    result = pretrain(config=tiny_config(data, tmp_path / "run", batch_size=8, max_steps=2))
+    # The header scan finds both before the first step; they are counted once and listed.
+    assert result.steps == 2 and result.skipped_images == 2
+    listed = (tmp_path / "run" / "skipped.txt").read_text().splitlines()
+    assert [line.split("\t") for line in listed] == [
+        [str(data / "broken.jpg"), "not an image file"],
+        [str(data / "empty.png"), "empty file"],
+    ]
+
+
+def test_pretrain__folder_of_only_broken_images_fails_clearly(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(4):
+        (data / f"{index}.jpg").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="could be decoded"):
+        pretrain(config=tiny_config(data, tmp_path / "run", batch_size=2))
+
+
+def test_pretrain__accumulate_runs_micro_batches(shapes_dir: Path, tmp_path: Path):
+    result = pretrain(config=tiny_config(shapes_dir, tmp_path / "run", accumulate=4))
+    assert result.steps == 2 and result.images_seen == 16
+    config = tomllib.loads((result.run_dir / "config.toml").read_text())
+    assert config["pretrain"]["accumulate"] == 4
