@@ -197,7 +197,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from simclr_cli.core.train.budget import parse_duration
+    from simclr_cli.core._io import parse_duration
 
     seconds = parse_duration(args.budget)
     if args.lightly_worker:

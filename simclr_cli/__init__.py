@@ -8,8 +8,7 @@ and examples/ shows them in use (pretraining and probing, search, timm fine-tuni
 loss and augmentations in your own training loop).
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .core.augment.presets import create_eval_transform, create_view_transform
 from .core.config import (
     BadImagePolicy,

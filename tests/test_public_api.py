@@ -6,10 +6,13 @@ import dataclasses
 import importlib
 import inspect
 import re
+from pathlib import Path
 
 import pytest
 
 import simclr_cli
+from simclr_cli import _version
+from simclr_cli.core import _io
 
 #: The names issue 10 promises to Python users.
 PROMISED = (
@@ -102,3 +105,12 @@ def test_documented_parameters__reads_google_style_args_only():
     )
     assert documented_parameters(docstring) == {"first", "second"}
     assert documented_parameters("No sections.") == set()
+
+
+def test_version__one_place_that_pyproject_reads():
+    assert simclr_cli.__version__ == _version.__version__
+    pyproject = (Path(simclr_cli.__file__).parent.parent / "pyproject.toml").read_text()
+    project = _io.loads(pyproject)
+    assert "version" in project["project"]["dynamic"] and "version" not in project["project"]
+    attribute = project["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    assert attribute == "simclr_cli._version.__version__"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
@@ -32,28 +31,26 @@ from typing import Annotated, Any
 import typer
 import typer.core
 import typer.main
+import yaml
 
+from ..core import _env, _io
 from ..core.errors import ConfigError
 from ._errors import print_error
+
+# Recent Typer carries its own copy of click; older Typer uses click itself.
+try:
+    from typer._click.globals import get_current_context
+except ImportError:  # pragma: no cover - click-based Typer.
+    from click import get_current_context
 
 #: Suffixes of the config files we read.
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 #: Prefix of the environment variable of each flag: ``--batch-size`` -> ``SIMCLR_BATCH_SIZE``.
 ENVIRONMENT_PREFIX = "SIMCLR_"
 #: Variables the package already reads as switches of its own (``SIMCLR_SYNC_BN=reference`` picks
-#: the reference synchronised batch norm); a flag of the same name gets no variable.
-RESERVED_VARIABLES = frozenset(
-    {
-        "SIMCLR_CACHE_BUDGET",
-        "SIMCLR_CHANNELS_LAST",
-        "SIMCLR_COLLECTIVE_TIMEOUT",
-        "SIMCLR_DEBUG",
-        "SIMCLR_MAX_IMAGE_PIXELS",
-        "SIMCLR_NT_XENT",
-        "SIMCLR_SYNC_BN",
-        "SIMCLR_THREADS",
-    }
-)
+#: the reference synchronised batch norm, see ``core/_env.py``); a flag of the same name gets no
+#: variable.
+RESERVED_VARIABLES = _env.NAMES
 #: Core field names (as in a run's config.toml) that the command line spells differently.
 CORE_NAMES = {"learning_rate": "lr", "sync_batch_norm": "sync_bn"}
 #: Keys a run's config.toml records about the run that no flag sets; reading them changes nothing.
@@ -117,16 +114,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config file {path}: {error}") from None
     try:
-        if suffix == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport.
-                import tomli as tomllib
-            data = tomllib.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
+        data = _io.loads(text) if suffix == ".toml" else yaml.safe_load(text)
     except Exception as error:
         detail = " ".join(str(error).split())
         raise ConfigError(f"config file {path} does not parse: {detail}") from None
@@ -264,11 +252,6 @@ def _load_config(ctx: typer.Context, value: str | None) -> None:
 
 
 def _current_context() -> Any:
-    # Recent Typer carries its own copy of click; older Typer uses click itself.
-    try:
-        from typer._click.globals import get_current_context
-    except ImportError:  # pragma: no cover - click-based Typer.
-        from click import get_current_context
     return get_current_context(silent=True)
 
 

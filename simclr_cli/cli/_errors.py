@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from rich.markup import escape
 
-from ..core.errors import SimCLRError
+from ..core import _env
+from ..core.errors import ConfigError, SimCLRError
 from . import _console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def debug_enabled() -> bool:
-    """Whether ``SIMCLR_DEBUG`` asks for full tracebacks."""
-    return os.environ.get("SIMCLR_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    """Whether ``SIMCLR_DEBUG`` asks for full tracebacks.
+
+    Raises:
+        ConfigError: When ``SIMCLR_DEBUG`` is not a yes or a no.
+    """
+    return _env.debug()
 
 
 def print_error(message: str) -> None:
@@ -31,10 +35,16 @@ def handle_errors(command: F) -> F:
 
     ``SimCLRError`` exits with its ``exit_code`` (1 for input, 2 for usage); an unexpected error
     exits 1 with its type and message; Ctrl-C exits 130. ``SIMCLR_DEBUG=1`` re-raises instead.
+    A ``SIMCLR_*`` switch with a value it cannot take ends the command first, with exit code 2.
     """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            _env.check_all()  # A SIMCLR_* switch it cannot read is one line, before any work.
+        except ConfigError as error:
+            print_error(str(error))
+            raise typer.Exit(error.exit_code) from None
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):

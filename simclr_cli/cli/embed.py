@@ -12,9 +12,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..core._io import check_png_path
 from ..core.config import DeviceName, EmbedConfig
 from ..core.eval.embed import EmbedResult, embed, write_embeddings
-from ..core.viz.embedding_map import MapMethod, check_png_path, save_embedding_map
+from ..core.viz.embedding_map import MapMethod, save_embedding_map
 from . import _console
 from ._errors import handle_errors
 from ._options import BatchSizeOption, DeviceOption, JsonOption, ModelArgument, QuietOption
@@ -93,7 +94,7 @@ def embed_command(
         model=model, inputs=inputs, projection=projection, batch_size=batch_size, device=device
     )
     if map_path is not None:
-        check_png_path(map_path)
+        check_png_path(map_path, flag="--map")
     with create_progress(quiet=quiet or as_json) as progress:
         result = embed(config=config, progress=progress)
         if map_path is not None:

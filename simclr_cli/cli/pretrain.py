@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from ..core._io import format_duration, parse_duration
 from ..core.config import (
     BadImagePolicy,
     CacheMode,
@@ -25,7 +26,6 @@ from ..core.config import (
 )
 from ..core.distributed.ranks import is_main_process
 from ..core.errors import RunInterrupted
-from ..core.train.budget import format_duration, parse_duration
 from ..core.train.loop import pretrain
 from . import _console
 from ._errors import handle_errors
@@ -283,7 +283,7 @@ def pretrain_command(
         typer.Option(
             "--checkpoint-every",
             help="Save RUN/checkpoint.safetensors every N steps (500) or every period (30s, "
-            "10m, 2h), and at the end.",
+            "10m, 1h30m), and at the end.",
             rich_help_panel=RUN,
         ),
     ] = "10m",
@@ -298,7 +298,7 @@ def pretrain_command(
     time_budget: Annotated[
         str | None,
         typer.Option(
-            help="Fit the run into this wall time, saving included (265s, 10m, 2h); the step "
+            help="Fit the run into this wall time, saving included (265s, 10m, 1h30m); the step "
             "count is planned from the measured speed and overrides --epochs.",
             rich_help_panel=RUN,
             show_default=False,

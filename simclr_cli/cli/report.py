@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..core.train.budget import format_duration
+from ..core._io import format_duration
 from ..core.viz.report import (
     RunReport,
     TextChart,

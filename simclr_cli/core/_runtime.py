@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import signal
 from functools import lru_cache
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import _env
 from .config import DeviceName, Precision
 from .errors import ConfigError
 
@@ -75,9 +75,9 @@ def use_channels_last(precision: Precision, device: torch.device) -> bool:
     took 0.95 s against 1.16 s in NCHW, while fp32 was level (benchmarks/RESULTS.md). The
     environment variable ``SIMCLR_CHANNELS_LAST=0`` or ``=1`` overrides the choice.
     """
-    setting = os.environ.get("SIMCLR_CHANNELS_LAST", "").strip()
-    if setting in ("0", "1"):
-        return setting == "1"
+    setting = _env.channels_last()
+    if setting is not None:
+        return setting
     if device.type == "cuda":
         return precision is not Precision.fp32
     return device.type == "cpu" and precision is Precision.bf16

@@ -16,6 +16,8 @@ import os
 
 import torch
 
+from . import _env
+
 
 def idle_cores() -> int:
     """Cores not busy with other work, from the 1-minute load average (all cores if unknown)."""
@@ -28,15 +30,16 @@ def idle_cores() -> int:
 
 
 def use_idle_cores(device: torch.device) -> int:
-    """Set torch's intra-op threads for a CPU run to the idle cores; return the count used."""
+    """Set torch's intra-op threads for a CPU run as ``SIMCLR_THREADS`` asks; return the count.
+
+    Raises:
+        ConfigError: When ``SIMCLR_THREADS`` is neither ``auto`` nor a whole number.
+    """
     if device.type != "cpu":
         return torch.get_num_threads()
-    setting = os.environ.get("SIMCLR_THREADS", "").strip().lower()
-    if setting == "auto":
-        threads = min(torch.get_num_threads(), idle_cores())
-    elif setting.isdigit():
-        threads = max(1, int(setting))
-    else:
+    setting = _env.threads()
+    if setting is None:
         return torch.get_num_threads()
+    threads = min(torch.get_num_threads(), idle_cores()) if setting == "auto" else setting
     torch.set_num_threads(threads)
     return threads

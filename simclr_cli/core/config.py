@@ -13,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ._io import parse_interval
 from .errors import ConfigError
 
 
@@ -206,8 +207,6 @@ class PretrainConfig:
         _positive("--log-every", self.log_every)
         if self.force and self.resume:
             raise ConfigError("--force starts the run again and --resume continues it; give one")
-        from .train.checkpoints import parse_interval
-
         parse_interval(self.checkpoint_every)
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError("--time-budget must be positive, such as 265s, 10m or 2h")

@@ -14,6 +14,7 @@ from .data.files import find_labeled_images
 from .data.synthetic import generate_shapes_dataset
 from .eval.embed import extract_features
 from .eval.knn import knn_accuracy
+from .model.files import load_model
 from .model.simclr import SimCLRModel, create_simclr_model
 from .progress import ProgressCallback, ProgressEvent, null_progress
 from .train.loop import PretrainResult, pretrain
@@ -118,8 +119,6 @@ def run_demo(*, config: DemoConfig, progress: ProgressCallback = null_progress) 
         ),
         progress=progress,
     )
-
-    from .model.files import load_model
 
     pretrained = load_model(run.model_path)
     torch.manual_seed(config.seed)

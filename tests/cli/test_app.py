@@ -55,6 +55,14 @@ def test_app__debug_shows_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert result.exception is not None and "does not exist" in str(result.exception)
 
 
+def test_app__unreadable_debug_switch_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SIMCLR_DEBUG", "maybe")
+    result = runner.invoke(app, ["pretrain", str(tmp_path / "missing")])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1
+    assert "SIMCLR_DEBUG='maybe' is not one of: 0, 1" in lines[0]
+
+
 @pytest.mark.parametrize("command", ["probe", "export", "info"])
 def test_error__bad_model_file_gives_exactly_one_line(command: str, tmp_path: Path):
     missing = str(tmp_path / "missing.safetensors")
@@ -67,3 +75,13 @@ def test_error__bad_model_file_gives_exactly_one_line(command: str, tmp_path: Pa
     # No empty line from a progress display that never drew anything.
     assert result.stderr.splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: ")
+
+
+def test_app__unreadable_core_switch_ends_the_command_before_any_work(
+    trained_model: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("SIMCLR_THREADS", "two")
+    result = runner.invoke(app, ["info", str(trained_model)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1
+    assert "SIMCLR_THREADS='two' is not one of: auto or a whole number" in lines[0]

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 import typer.main
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+import simclr_cli
 from simclr_cli.cli import embed as embed_module
 from simclr_cli.cli import pretrain as pretrain_module
 from simclr_cli.cli._config import RESERVED_VARIABLES
 from simclr_cli.cli.app import app
+from simclr_cli.core import _env, _io
 from simclr_cli.core.config import Stem
 
 runner = CliRunner()
@@ -173,8 +175,8 @@ def test_pretrain__config_toml_of_a_run_repeats_it(shapes_dir: Path, tmp_path: P
     again = runner.invoke(app, ["pretrain", "--config", str(config_path), "--out", str(second)])
     assert again.exit_code == 0, again.output
 
-    written = tomllib.loads(config_path.read_text())
-    repeated = tomllib.loads((second / "config.toml").read_text())
+    written = _io.loads(config_path.read_text())
+    repeated = _io.loads((second / "config.toml").read_text())
     assert repeated["pretrain"] == {**written["pretrain"], "out": str(second)}
     assert repeated["plan"] == written["plan"] and written["plan"]["total_steps"] == 3
     assert written["pretrain"]["learning_rate"] == 0.5 and not written["pretrain"]["compile"]
@@ -231,15 +233,22 @@ def test_environment__switches_of_the_package_are_not_flag_variables(
     assert not variables & RESERVED_VARIABLES
 
 
-def test_reserved_variables__cover_every_switch_the_package_reads():
-    import re
-    from pathlib import Path
+def test_reserved_variables__are_the_switches_of_the_core():
+    assert RESERVED_VARIABLES == _env.NAMES
 
-    import simclr_cli
 
+def test_environment__every_simclr_variable_named_exists():
+    # README and the package's own text (help, messages, docstrings) name only switches of
+    # core/_env.py or the variables of flags.
+    group = typer.main.get_command(app)
+    flag_variables = {p.envvar for c in group.commands.values() for p in c.params if p.envvar}
     package = Path(simclr_cli.__file__).parent
-    read = set()
-    for source in package.rglob("*.py"):
-        read |= set(re.findall(r"environ(?:\.get\(|\[)\s*\"(SIMCLR_[A-Z_]+)\"", source.read_text()))
-    assert "SIMCLR_CHANNELS_LAST" in read
-    assert read - {"SIMCLR_CONFIG"} <= RESERVED_VARIABLES
+    texts = [package.parent / "README.md", *package.rglob("*.py")]
+    named = {
+        name: str(text.name)
+        for text in texts
+        for name in re.findall(r"\bSIMCLR_[A-Z][A-Z_]*[A-Z]\b", text.read_text(encoding="utf-8"))
+    }
+    unknown = {name: where for name, where in named.items() if name not in _env.NAMES}
+    assert {name: where for name, where in unknown.items() if name not in flag_variables} == {}
+    assert "SIMCLR_BATCH_SIZE" in flag_variables and "SIMCLR_CONFIG" in flag_variables

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-import tomllib
 import torch
 from typer.testing import CliRunner
 
 from simclr_cli.cli import pretrain as pretrain_module
 from simclr_cli.cli.app import app
+from simclr_cli.core import _io
 from simclr_cli.core.errors import RunInterrupted
 from simclr_cli.core.model.files import read_metadata
 from simclr_cli.core.train.checkpoints import read_checkpoint
@@ -210,7 +210,7 @@ def test_pretrain__cpu_processes_train_and_save_one_model(shapes_dir: Path, tmp_
     assert metadata.steps == 2 and metadata.images_seen == 16
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line)["loss"] > 0 for line in lines)
-    assert tomllib.loads((out / "config.toml").read_text())["pretrain"]["world_size"] == 2
+    assert _io.loads((out / "config.toml").read_text())["pretrain"]["world_size"] == 2
 
 
 def test_pretrain__error_in_the_ranks_reaches_the_user(shapes_dir: Path, tmp_path: Path):
@@ -271,7 +271,7 @@ def test_pretrain__two_gpus_train_and_save_one_model(shapes_dir: Path, tmp_path:
     assert result.exit_code == 0, result.output
     metadata = read_metadata(out / "model.safetensors")
     assert metadata.steps == 2 and metadata.images_seen == 16
-    assert tomllib.loads((out / "config.toml").read_text())["pretrain"]["device"] == "cuda"
+    assert _io.loads((out / "config.toml").read_text())["pretrain"]["device"] == "cuda"
 
 
 def test_pretrain__cache_and_compile_flags_reach_the_run(shapes_dir: Path, tmp_path: Path):

@@ -12,14 +12,25 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from .. import _env
 from ..errors import DataError, ImageDecodeError
 
 #: File suffixes read as images, compared case-insensitively.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
-#: Largest image decoded, in pixels: Pillow's own warning threshold (about 89 megapixels, a
-#: 9459 x 9459 image), refused rather than warned about, so that a small file claiming a huge
-#: size (a decompression bomb) cannot exhaust memory. ``SIMCLR_MAX_IMAGE_PIXELS`` changes it.
-MAX_IMAGE_PIXELS = int(os.environ.get("SIMCLR_MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS or 0))
+
+
+def max_image_pixels() -> int:
+    """Largest image decoded, in pixels; 0 for no limit.
+
+    Pillow's own warning threshold (about 89 megapixels, a 9459 x 9459 image), refused rather than
+    warned about, so that a small file claiming a huge size (a decompression bomb) cannot exhaust
+    memory. ``SIMCLR_MAX_IMAGE_PIXELS`` changes it.
+
+    Raises:
+        ConfigError: When ``SIMCLR_MAX_IMAGE_PIXELS`` is not a whole number.
+    """
+    configured = _env.max_image_pixels()
+    return (Image.MAX_IMAGE_PIXELS or 0) if configured is None else configured
 
 
 def is_image_path(path: Path) -> bool:
@@ -125,7 +136,9 @@ def load_rgb(path: Path) -> Image.Image:
 
     Raises:
         ImageDecodeError: When the file is not an image or is damaged.
+        ConfigError: When ``SIMCLR_MAX_IMAGE_PIXELS`` is not a whole number.
     """
+    limit = max_image_pixels()
     try:
         # Pillow warns about images over its pixel limit; a warning raised is a refusal.
         with warnings.catch_warnings():
@@ -133,10 +146,10 @@ def load_rgb(path: Path) -> Image.Image:
             image_file = Image.open(path)
         with image_file as image:
             pixels = image.width * image.height
-            if MAX_IMAGE_PIXELS and pixels > MAX_IMAGE_PIXELS:
+            if limit and pixels > limit:
                 raise Image.DecompressionBombError(
                     f"{image.width} x {image.height} pixels is more than the limit of "
-                    f"{MAX_IMAGE_PIXELS} (SIMCLR_MAX_IMAGE_PIXELS)"
+                    f"{limit} ({_env.MAX_IMAGE_PIXELS.name})"
                 )
             image = ImageOps.exif_transpose(image)
             if image.mode != "RGB":

@@ -15,7 +15,6 @@ small enough that CIFAR-10's 45,000 images at 32 px take 138 MB.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .. import _env
 from .._runtime import seed_worker
 from ..config import CacheMode
 from ..errors import ImageDecodeError
@@ -37,8 +37,6 @@ from .files import load_rgb
 SOURCE_SIDE_FACTOR = 1.5
 #: Share of the available memory that ``--cache auto`` may fill.
 CACHE_MEMORY_SHARE = 0.5
-#: Environment variable that sets the cache budget in bytes (tests and small machines).
-CACHE_BUDGET_ENV = "SIMCLR_CACHE_BUDGET"
 #: Share of step time spent waiting for data above which the run prints a hint.
 DATA_WAIT_HINT_SHARE = 0.2
 
@@ -181,9 +179,9 @@ def collate_images(samples: list[tuple[int, torch.Tensor | BadImage | None]]) ->
 
 def cache_budget_bytes() -> int:
     """Bytes ``--cache auto`` may use: ``SIMCLR_CACHE_BUDGET`` or half the available memory."""
-    configured = os.environ.get(CACHE_BUDGET_ENV)
-    if configured:
-        return int(float(configured))
+    configured = _env.cache_budget_bytes()
+    if configured is not None:
+        return configured
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):

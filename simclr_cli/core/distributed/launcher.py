@@ -25,6 +25,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from .. import _env
 from ..config import PretrainConfig
 from ..errors import DistributedError, SimCLRError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
@@ -68,12 +74,12 @@ def run_rank(function: Callable[..., Any], *args: Any) -> Any:
     try:
         return function(*args)
     except SimCLRError as error:
-        if _debug():
+        if _env.debug():
             traceback.print_exc()
         record = {"exit_code": error.exit_code, "message": str(error)}
         raise RankError(json.dumps(record)) from None
     except BaseException as error:
-        if _debug():
+        if _env.debug():
             traceback.print_exc()
         if _lost_a_peer(error):
             time.sleep(PEER_FAILURE_GRACE_SECONDS)
@@ -82,8 +88,6 @@ def run_rank(function: Callable[..., Any], *args: Any) -> Any:
 
 def _lost_a_peer(error: BaseException) -> bool:
     """Whether a collective failed because another rank went away."""
-    import torch.distributed as dist
-
     collective_error = getattr(dist, "DistError", RuntimeError)
     text = str(error).lower()
     return isinstance(error, collective_error) or any(
@@ -112,10 +116,6 @@ def launch_workers(entrypoint: Callable[..., Any], *args: Any, processes: int) -
             stopped at once.
         KeyboardInterrupt: When the run is interrupted.
     """
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -199,14 +199,10 @@ def _failure_text(failure: Any) -> str:
     return str(message or "")
 
 
-def _debug() -> bool:
-    return os.environ.get("SIMCLR_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @contextlib.contextmanager
 def _quiet_launcher() -> Iterator[None]:
     """Silence the launcher's logs (they repeat the failure as tracebacks) unless debugging."""
-    if _debug():
+    if _env.debug():
         yield
         return
     loggers = [logging.getLogger(name) for name in LAUNCHER_LOGGERS]

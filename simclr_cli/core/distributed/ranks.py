@@ -29,8 +29,10 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from timm.layers import convert_sync_batchnorm
 from torch import nn
 
+from .. import _env
 from ..config import DeviceName, PretrainConfig
 from ..errors import ConfigError
 from ..loss import nt_xent
@@ -38,11 +40,6 @@ from ..loss import nt_xent
 #: Variables a launcher sets for each process of a job; with all of them present, a process joins
 #: that job instead of starting processes of its own.
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
-
-#: How long a collective waits for the other ranks before failing. A dead rank normally stops
-#: the job within a second (the launcher sees it exit); this bounds the cases it cannot see, such
-#: as a rank stuck on another machine. Rank 0 saving a model or a checkpoint must fit in it.
-COLLECTIVE_TIMEOUT = timedelta(seconds=float(os.environ.get("SIMCLR_COLLECTIVE_TIMEOUT", 600)))
 
 
 @dataclass(frozen=True)
@@ -121,7 +118,8 @@ def plan_processes(config: PretrainConfig) -> ProcessPlan:
     Raises:
         ConfigError: For ``--gpus`` without CUDA or with too few GPUs, ``--gpus`` together with
             ``--cpu-processes``, a device that contradicts them, or a global batch that does not
-            split evenly over the processes.
+            split evenly over the processes, or a ``SIMCLR_COLLECTIVE_TIMEOUT`` that is not a
+            positive number of seconds.
     """
     gpus, cpu_processes = config.gpus, config.cpu_processes
     if gpus is not None and cpu_processes is not None:
@@ -178,6 +176,8 @@ def plan_processes(config: PretrainConfig) -> ProcessPlan:
             f"--batch-size {config.batch_size} (the global batch) does not split evenly over "
             f"{world_size} processes; use a multiple of {world_size}, such as {choices}"
         )
+    if world_size > 1:
+        _env.collective_timeout_seconds()  # A bad value ends the run before any process starts.
     return ProcessPlan(
         world_size=world_size,
         processes=count,
@@ -213,7 +213,12 @@ def join_job(plan: ProcessPlan) -> RankContext:
         # N processes each using every core would fight over them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.local_world_size))
     if not dist.is_initialized():
-        dist.init_process_group(backend=plan.backend, timeout=COLLECTIVE_TIMEOUT)
+        # How long a collective waits for the other ranks before failing. A dead rank normally
+        # stops the job within a second (the launcher sees it exit); this bounds the cases it
+        # cannot see, such as a rank stuck on another machine. Rank 0 saving a model or a
+        # checkpoint must fit in it.
+        timeout = timedelta(seconds=_env.collective_timeout_seconds())
+        dist.init_process_group(backend=plan.backend, timeout=timeout)
         atexit.register(_leave_job)
     return context
 
@@ -456,9 +461,7 @@ def convert_sync_batch_norm(model: nn.Module, device: torch.device) -> nn.Module
     Returns:
         The model (a new object only if ``model`` itself is a batch norm).
     """
-    if device.type == "cuda" and os.environ.get("SIMCLR_SYNC_BN", "") != "reference":
-        from timm.layers import convert_sync_batchnorm
-
+    if device.type == "cuda" and not _env.sync_batch_norm_reference():
         return convert_sync_batchnorm(model)
     return _convert_to_global_batch_norm(model)
 

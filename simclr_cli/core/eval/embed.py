@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,14 +13,16 @@ from typing import Any, overload
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.numpy import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._io import atomic_write
 from .._runtime import resolve_device
 from ..augment.presets import create_eval_transform
 from ..config import EmbedConfig
 from ..data.files import EvalDataset, collect_inputs, load_rgb
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..model.files import load_model
 from ..model.simclr import ModelMetadata, SimCLRModel
 from ..progress import ProgressCallback, ProgressEvent, null_progress
@@ -310,14 +314,6 @@ def write_embeddings(result: EmbedResult, path: Path) -> None:
     Raises:
         ConfigError: For an unknown suffix.
     """
-    import csv
-    import json
-
-    from safetensors.numpy import save_file
-
-    from ..errors import ConfigError
-    from ..model.files import atomic_write
-
     path = Path(path)
     suffix = path.suffix.lower()
     names = [str(p) for p in result.paths]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 def knn_predict(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
-    query_features: torch.Tensor,
+    query_features: torch.Tensor | None = None,
     *,
     num_classes: int,
     k: int = 200,
@@ -26,22 +26,27 @@ def knn_predict(
 
     Args:
         train_features: (N, D) features of the labelled samples.
-        train_labels: (N,) int64 labels in [0, num_classes).
-        query_features: (Q, D) features to classify.
+        train_labels: (N,) int64 labels in [0, num_classes), on the device of the features.
+        query_features: (Q, D) features to classify; None classifies the labelled samples
+            themselves, leave-one-out (no sample votes for itself).
         num_classes: Number of classes C.
-        k: Neighbours that vote (clipped to N).
+        k: Neighbours that vote (clipped to N, or to N - 1 leave-one-out).
         temperature: Softness of the vote weights.
         chunk_size: Queries per chunk, to bound memory at chunk_size x N.
 
     Returns:
-        Scores of shape (Q, C); higher is more likely.
+        Scores of shape (Q, C) (or (N, C) leave-one-out); higher is more likely.
     """
     train = F.normalize(train_features.float(), dim=1)
-    query = F.normalize(query_features.float(), dim=1)
-    k = min(k, train.shape[0])
+    leave_one_out = query_features is None
+    query = train if query_features is None else F.normalize(query_features.float(), dim=1)
+    k = min(k, train.shape[0] - 1 if leave_one_out else train.shape[0])
     scores = []
     for start in range(0, query.shape[0], chunk_size):
         similarity = query[start : start + chunk_size] @ train.T
+        if leave_one_out:
+            rows = torch.arange(similarity.shape[0], device=similarity.device)
+            similarity[rows, rows + start] = -float("inf")
         top_similarity, top_index = similarity.topk(k, dim=1)
         weights = (top_similarity / temperature).exp()
         votes = torch.zeros(similarity.shape[0], num_classes, device=similarity.device)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import atomic_write
 from .._runtime import resolve_device
 from ..config import PredictConfig
 from ..data.files import collect_inputs, load_rgb
 from ..errors import ConfigError
 from ..model.classifier import load_classifier
-from ..model.files import atomic_write
 from ..progress import ProgressCallback, null_progress
 from .embed import extract_features
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import timm
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from ..augment.presets import default_crop_fraction
@@ -137,8 +138,6 @@ def write_timm(model: SimCLRModel, folder: Path) -> list[Path]:
     Returns:
         The files written.
     """
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
     weights = folder / WEIGHTS_NAME
     # The "format" key is what Hugging Face's loaders expect of PyTorch safetensors files.

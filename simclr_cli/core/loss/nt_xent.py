@@ -26,17 +26,12 @@ variable ``SIMCLR_NT_XENT``:
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
+from .. import _env
 from ..errors import ConfigError
 from . import kernels
-
-#: Environment variable that picks the implementation of the loss.
-IMPLEMENTATION_VARIABLE = "SIMCLR_NT_XENT"
-IMPLEMENTATIONS = ("auto", "reference", "chunked", "fused")
 
 
 def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -127,18 +122,14 @@ def resolve_implementation(tensor: torch.Tensor) -> str:
     Raises:
         ConfigError: For an unknown value, or ``fused`` where the Triton kernels cannot run.
     """
-    choice = os.environ.get(IMPLEMENTATION_VARIABLE, "auto").strip().lower() or "auto"
-    if choice not in IMPLEMENTATIONS:
-        raise ConfigError(
-            f"{IMPLEMENTATION_VARIABLE}={choice!r} is not one of: {', '.join(IMPLEMENTATIONS)}"
-        )
+    choice = _env.nt_xent_implementation()
     if choice == "auto":
         return "fused" if tensor.is_cuda and kernels.fused_supported(tensor) else "chunked"
     if choice == "fused" and not kernels.fused_supported(tensor):
         raise ConfigError(
-            f"{IMPLEMENTATION_VARIABLE}=fused needs Triton and a float32, bfloat16 or float16 "
+            f"{_env.NT_XENT.name}=fused needs Triton and a float32, bfloat16 or float16 "
             f"tensor on a CUDA GPU (or TRITON_INTERPRET=1 on the CPU), got {tensor.dtype} on "
-            f"{tensor.device.type}; unset {IMPLEMENTATION_VARIABLE} to choose automatically"
+            f"{tensor.device.type}; unset {_env.NT_XENT.name} to choose automatically"
         )
     return choice
 

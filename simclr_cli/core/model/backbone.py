@@ -11,6 +11,9 @@ from pathlib import Path
 
 import timm
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from ..config import Stem
@@ -22,8 +25,6 @@ CIFAR_STEM_MAX_SIZE = 64
 
 def is_resnet_family(model: nn.Module) -> bool:
     """Whether ``model`` is a timm ResNet (resnet*, resnet*t, test_resnet, ...)."""
-    from timm.models.resnet import ResNet
-
     return isinstance(model, ResNet)
 
 
@@ -85,8 +86,6 @@ def restore_last_norms(model: nn.Module) -> None:
     timm's init; CIFAR-10 in 265 s: linear probe 0.331, against 0.353 for lightly's recipe from
     timm's init). See benchmarks/RESULTS.md.
     """
-    from timm.models.resnet import BasicBlock, Bottleneck
-
     for block in model.modules():
         if isinstance(block, BasicBlock):
             nn.init.ones_(block.bn2.weight)
@@ -158,9 +157,6 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
     Raises:
         BackboneError: When the file is missing, not safetensors, or does not fit the model.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     if not path.is_file():
         raise BackboneError(f"--init-weights {path} does not exist; give a local .safetensors file")
     try:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelFileError
+from .files import build_backbone_and_head, read_metadata, read_model_tensors, write_model_file
 from .head import ProjectionHead
 from .simclr import ModelMetadata, SimCLRModel
 
@@ -96,13 +97,7 @@ def create_classifier(
 
 def save_classifier(path: Path, model: ClassifierModel) -> None:
     """Save a classifier as one safetensors file, atomically."""
-    from safetensors.torch import save_file
-
-    from .files import atomic_write, metadata_to_strings
-
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    metadata = metadata_to_strings(model.metadata)
-    atomic_write(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
+    write_model_file(path, model, model.metadata)
 
 
 def load_classifier(path: Path, *, device: str | torch.device = "cpu") -> ClassifierModel:
@@ -118,18 +113,8 @@ def load_classifier(path: Path, *, device: str | torch.device = "cpu") -> Classi
     Raises:
         ModelFileError: When the file is an encoder, not a simclr file, or does not match.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from .files import build_backbone_and_head, read_metadata
-
     path = Path(path)
-    metadata = read_metadata(path)
-    if metadata.kind != "classifier":
-        raise ModelFileError(
-            f"{path} is an encoder, not a classifier; fine-tune it first with `simclr finetune "
-            f"{path} --train DIR` and give the classifier.safetensors it writes"
-        )
+    metadata = read_metadata(path, kind="classifier")
     try:
         classes = json.loads(metadata.extra["classes"])
         from_head_layer = int(metadata.extra.get("from_head_layer", "0"))
@@ -140,11 +125,5 @@ def load_classifier(path: Path, *, device: str | torch.device = "cpu") -> Classi
     model = ClassifierModel(
         backbone, head, nn.Linear(input_dim, len(classes)), metadata, from_head_layer
     )
-    try:
-        model.load_state_dict(load_file(str(path)), strict=True)
-    except (SafetensorError, OSError) as error:
-        raise ModelFileError(f"cannot read tensors of {path} ({error}); copy it again") from None
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[-1].strip()
-        raise ModelFileError(f"{path}: tensors do not match its metadata ({first})") from None
+    read_model_tensors(model, path)
     return model.to(device).eval()

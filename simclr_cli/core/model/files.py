@@ -8,18 +8,23 @@ into ``timm.create_model(name, num_classes=0)`` with the same stem), head tensor
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
-import os
 import struct
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
 
-from ..errors import BackboneError, DiskFullError, ModelFileError
+from ..._version import __version__
+from .._io import atomic_write
+from ..errors import BackboneError, ModelFileError
+from .backbone import create_backbone
+from .head import ProjectionHead
 from .simclr import ModelMetadata, SimCLRModel
 
 #: Value of the ``format`` metadata key in every file this package writes.
@@ -30,50 +35,8 @@ FORMAT_VERSION = "1"
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Write a file so that a crash leaves either the old file or the new one, never half.
-
-    Args:
-        path: Destination.
-        write: Callable that writes the content to the temporary path it is given.
-
-    Raises:
-        DiskFullError: When the disk or quota fills up; the old file stays as it was.
-    """
-    path = Path(path)
-    temporary = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
-        os.close(handle)
-        write(temporary)
-        # mkstemp (and safetensors, which replaces the file) make it private (0600); give it
-        # the mode a plain open() would, so that models can be shared like any other file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        with open(temporary, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
-            raise DiskFullError(
-                f"no space left on the disk while writing {path} ({kept}); free some space "
-                "and try again"
-            ) from None
-        raise
-
-
-def _versions() -> dict[str, str]:
-    import timm
-
-    from ... import __version__
-
+def software_versions() -> dict[str, str]:
+    """The versions a model file or a checkpoint records: simclr, torch and timm."""
     return {
         "simclr_version": __version__,
         "torch_version": torch.__version__,
@@ -95,7 +58,7 @@ def metadata_to_strings(metadata: ModelMetadata) -> dict[str, str]:
             encoded[item.name] = value
         else:
             encoded[item.name] = json.dumps(list(value) if isinstance(value, tuple) else value)
-    encoded.update(_versions())
+    encoded.update(software_versions())
     encoded["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return encoded
 
@@ -170,17 +133,27 @@ def read_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def read_metadata(path: Path) -> ModelMetadata:
+#: What to give instead of a file of the other kind, by the kind that was expected.
+_WRONG_KIND = {
+    "encoder": "is a {kind} (written by `simclr finetune`), not an encoder; give the "
+    "model.safetensors written by `simclr pretrain`",
+    "classifier": "is an encoder, not a classifier; fine-tune it first with `simclr finetune "
+    "{path} --train DIR` and give the classifier.safetensors it writes",
+}
+
+
+def read_metadata(path: Path, *, kind: str | None = None) -> ModelMetadata:
     """Read a simclr model file's metadata, without loading its tensors.
 
     Args:
-        path: A ``.safetensors`` file written by ``save_model``.
+        path: A ``.safetensors`` file written by ``save_model`` or ``save_classifier``.
+        kind: ``encoder`` or ``classifier`` to refuse a file of the other kind; None for any.
 
     Returns:
         The metadata: backbone, stem, sizes, preprocessing and training facts.
 
     Raises:
-        ModelFileError: When the file is not a simclr model file.
+        ModelFileError: When the file is not a simclr model file, or not of ``kind``.
     """
     raw = read_header(path).get("__metadata__") or {}
     if raw.get("format") != FORMAT_NAME:
@@ -193,23 +166,55 @@ def read_metadata(path: Path) -> ModelMetadata:
             f"{path} has format version {raw.get('format_version')}, this "
             f"simclr reads {FORMAT_VERSION}; upgrade simclr"
         )
-    return metadata_from_strings(raw, path=Path(path))
+    metadata = metadata_from_strings(raw, path=Path(path))
+    if kind is not None and metadata.kind != kind:
+        raise ModelFileError(f"{path} " + _WRONG_KIND[kind].format(kind=metadata.kind, path=path))
+    return metadata
+
+
+def write_model_file(path: Path, module: nn.Module, metadata: ModelMetadata) -> None:
+    """Write a module's tensors and a model's metadata as one safetensors file, atomically.
+
+    Args:
+        path: Destination ``.safetensors`` file.
+        module: Whose ``state_dict`` is written (on the CPU, contiguous).
+        metadata: Written beside the tensors, with the format and software versions.
+
+    Raises:
+        DiskFullError: When the disk fills up during the write (the old file is kept).
+    """
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    strings = metadata_to_strings(metadata)
+    atomic_write(Path(path), lambda temporary: save_file(tensors, temporary, metadata=strings))
+
+
+def read_model_tensors(module: nn.Module, path: Path) -> None:
+    """Load a model file's tensors into ``module``, every key matching (``strict=True``).
+
+    Raises:
+        ModelFileError: When the tensors cannot be read or do not match the module.
+    """
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ModelFileError(f"cannot read tensors of {path} ({error}); copy it again") from None
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[-1].strip()
+        raise ModelFileError(f"{path}: tensors do not match its metadata ({first})") from None
 
 
 def save_model(path: Path, model: SimCLRModel) -> None:
     """Save a model as one safetensors file, atomically.
 
+    Tensors are stored under ``backbone.`` and ``head.``, as ``model.state_dict()`` names them.
+
     Args:
         path: Destination ``.safetensors`` file.
         model: The model; its ``metadata`` is written beside the tensors.
     """
-    from safetensors.torch import save_file
-
-    tensors = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
-    tensors.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    metadata = metadata_to_strings(model.metadata)
-    atomic_write(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
+    write_model_file(path, model, model.metadata)
 
 
 def build_backbone_and_head(
@@ -220,9 +225,6 @@ def build_backbone_and_head(
     Raises:
         ModelFileError: When the metadata names a backbone this install cannot build.
     """
-    from .backbone import create_backbone
-    from .head import ProjectionHead
-
     try:
         backbone, _ = create_backbone(
             metadata.backbone, stem=metadata.stem, image_size=metadata.image_size
@@ -253,25 +255,9 @@ def load_model(path: Path, *, device: str | torch.device = "cpu") -> SimCLRModel
     Raises:
         ModelFileError: When the file is not a simclr model or its tensors do not match.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
-    metadata = read_metadata(path)
-    if metadata.kind != "encoder":
-        raise ModelFileError(
-            f"{path} is a {metadata.kind} (written by `simclr finetune`), not an encoder; give "
-            "the model.safetensors written by `simclr pretrain`"
-        )
+    metadata = read_metadata(path, kind="encoder")
     backbone, head = build_backbone_and_head(metadata, path=path)
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise ModelFileError(f"cannot read tensors of {path} ({error}); copy it again") from None
     model = SimCLRModel(backbone, head, metadata)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[-1].strip()
-        raise ModelFileError(f"{path}: tensors do not match its metadata ({first})") from None
+    read_model_tensors(model, path)
     return model.to(device).eval()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..augment.presets import DEFAULT_MEAN, DEFAULT_STD
+from ..errors import ConfigError
+from .backbone import create_backbone
+from .head import create_projection_head
 
 
 @dataclass
@@ -100,12 +104,6 @@ def create_simclr_model(
     Raises:
         ConfigError: When the backbone cannot take images of this size.
     """
-    from pathlib import Path
-
-    from ..errors import ConfigError
-    from .backbone import create_backbone
-    from .head import create_projection_head
-
     weights = Path(init_weights) if init_weights is not None else None
     network, chosen_stem = create_backbone(
         backbone, stem=stem, image_size=image_size, init_weights=weights

@@ -15,11 +15,9 @@ the loop if a step would cross the deadline anyway.
 from __future__ import annotations
 
 import math
-import re
 import time
 
 from ..config import Stem
-from ..errors import ConfigError
 
 #: Below this budget, ``--stem auto`` keeps the ImageNet stem even for small images.
 FAST_STEM_MAX_BUDGET = 3600.0
@@ -28,34 +26,6 @@ FAST_STEM_MAX_BUDGET = 3600.0
 REPLAN_FRACTIONS = (0.25, 0.5, 0.7, 0.85, 0.95)
 #: A re-plan trusts the speed since the previous plan once it spans this many steps.
 MIN_WINDOW_STEPS = 5
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)")
-
-
-def parse_duration(text: str | float | int) -> float:
-    """Read a duration such as ``265s``, ``10m``, ``2h``, ``1h30m`` or ``90`` (seconds).
-
-    Raises:
-        ConfigError: When the text is not a positive duration.
-    """
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        cleaned = str(text).strip().lower().replace(" ", "")
-        position, seconds = 0, 0.0
-        for match in _PART.finditer(cleaned):
-            if match.start() != position:
-                break
-            seconds += float(match.group(1)) * _UNITS[match.group(2) or "s"]
-            position = match.end()
-        if not cleaned or position != len(cleaned):
-            raise ConfigError(
-                f"--time-budget {text!r} is not a duration; write it like 265s, 10m, 2h or 1h30m"
-            )
-    if not seconds > 0 or math.isinf(seconds):
-        raise ConfigError(f"--time-budget {text!r} must be a positive duration, such as 10m")
-    return seconds
 
 
 def budget_stem(stem: Stem, time_budget: float | None) -> Stem:
@@ -70,16 +40,6 @@ def budget_stem(stem: Stem, time_budget: float | None) -> Stem:
     if stem is Stem.auto and time_budget is not None and time_budget < FAST_STEM_MAX_BUDGET:
         return Stem.imagenet
     return stem
-
-
-def format_duration(seconds: float) -> str:
-    """``265.4`` -> ``4m25s``; ``7260`` -> ``2h01m00s``."""
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    return f"{minutes}m{secs:02d}s"
 
 
 class TimeBudget:

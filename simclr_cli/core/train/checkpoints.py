@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,10 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError, ConfigError, RunFolderError
-from ..model.files import atomic_write, read_header
+from .._io import atomic_write
+from ..errors import CheckpointError, ModelFileError, RunFolderError
+from ..model.files import read_header, software_versions
 
 #: File name of the checkpoint inside a run folder.
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -100,37 +101,6 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor] = field(repr=False)
     optimizer_structure: dict[str, Any] = field(repr=False)
     rng_structure: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class CheckpointInterval:
-    """How often to checkpoint: every ``steps`` steps, or every ``seconds`` of wall time."""
-
-    steps: int | None = None
-    seconds: float | None = None
-
-
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
-
-
-def parse_interval(text: str) -> CheckpointInterval:
-    """Parse ``--checkpoint-every``: ``500`` (steps), ``30s``, ``10m`` or ``2h``.
-
-    Raises:
-        ConfigError: For anything else, or a zero interval.
-    """
-    match = _INTERVAL.match(str(text).lower())
-    if match is None or float(match.group(1)) <= 0:
-        raise ConfigError(
-            f"--checkpoint-every {text!r} is not a positive number of steps (500) or of "
-            "seconds, minutes or hours (30s, 10m, 2h)"
-        )
-    number, unit = match.groups()
-    if not unit:
-        if "." in number:
-            raise ConfigError(f"--checkpoint-every {text!r}: a number of steps is whole")
-        return CheckpointInterval(steps=int(number))
-    return CheckpointInterval(seconds=float(number) * {"s": 1, "m": 60, "h": 3600}[unit])
 
 
 # Optimiser state <-> tensors plus JSON.
@@ -282,8 +252,6 @@ def save_checkpoint(
     rng_tensors, rng_structure = capture_rng_states(loader_generator)
     tensors.update(optimizer_tensors)
     tensors.update(rng_tensors)
-    from ..model.files import _versions
-
     metadata = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -292,7 +260,7 @@ def save_checkpoint(
         "optimizer": json.dumps(optimizer_structure),
         "rng": json.dumps(rng_structure),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **_versions(),
+        **software_versions(),
     }
     atomic_write(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
@@ -303,10 +271,6 @@ def read_checkpoint(path: Path) -> Checkpoint:
     Raises:
         CheckpointError: When the file is not a readable simclr checkpoint.
     """
-    from safetensors import SafetensorError
-
-    from ..errors import ModelFileError
-
     path = Path(path)
     fix = "delete it or add --force to start the run again"
     try:

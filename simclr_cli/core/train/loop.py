@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .. import _io
+from .._io import atomic_write
 from .._runtime import (
     autocast,
     resolve_device,
@@ -53,7 +54,7 @@ from ..distributed.ranks import (
 from ..errors import DataError, RunFolderError, UsageError
 from ..loss.grad_cache import cached_contrastive_loss
 from ..loss.nt_xent import nt_xent_loss
-from ..model.files import atomic_write, save_model
+from ..model.files import save_model
 from ..model.simclr import SimCLRModel, create_simclr_model
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .budget import TimeBudget, budget_stem

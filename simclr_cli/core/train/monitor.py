@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.files import load_rgb
 from ..eval.embed import eval_transform_for
-from ..eval.knn import topk_accuracy
+from ..eval.knn import knn_predict, topk_accuracy
 from ..eval.splits import find_classified_images
 from ..model.simclr import ModelMetadata
 
@@ -96,21 +96,20 @@ class KnnMonitor:
         started = time.perf_counter()
         was_training = backbone.training
         backbone.eval()
-        features = []
+        batches = []
         for batch in self.images.split(256):
             with autocast_context:
-                features.append(backbone(batch.to(self.device)).float())
+                batches.append(backbone(batch.to(self.device)).float())
         backbone.train(was_training)
-        features = nn.functional.normalize(torch.cat(features), dim=1)
-        labels = self.labels.to(features.device)
-        similarity = features @ features.T
-        # Leave one out: an image must not vote for itself.
-        similarity.fill_diagonal_(-float("inf"))
-        k = min(self.k, features.shape[0] - 1)
-        top_similarity, top_index = similarity.topk(k, dim=1)
-        weights = (top_similarity / self.temperature).exp()
-        votes = torch.zeros(features.shape[0], self.num_classes, device=features.device)
-        votes.scatter_add_(1, labels[top_index], weights)
+        features = torch.cat(batches)
+        # Leave one out: each image is classified by the others, never voting for itself.
+        votes = knn_predict(
+            features,
+            self.labels.to(features.device),
+            num_classes=self.num_classes,
+            k=self.k,
+            temperature=self.temperature,
+        )
         seconds = time.perf_counter() - started
         self.eval_seconds += seconds
         self.latest = {

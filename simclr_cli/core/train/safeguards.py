@@ -25,19 +25,17 @@ from typing import Any
 
 import torch
 
+from .._io import CheckpointInterval, atomic_write, parse_interval
 from ..config import BadImagePolicy, PretrainConfig
 from ..data.checks import SKIPPED_NAME, BadImage, SkippedImages
 from ..data.sampler import ResumableRandomSampler
 from ..errors import DiskFullError, RunInterrupted, TrainingDivergedError
-from ..model.files import atomic_write
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checkpoints import (
     CHECKPOINT_NAME,
     Checkpoint,
-    CheckpointInterval,
     TrainingPosition,
     changed_settings,
-    parse_interval,
     restore_checkpoint,
     save_checkpoint,
 )

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from .._io import check_png_path, write_png
 from ..errors import ConfigError, DataError
-from ..model.files import atomic_write
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .plots import (
     AXIS_COLOR,
@@ -339,18 +339,6 @@ def create_embedding_map(
     return EmbeddingMap(coordinates, used.value, picture, labels)
 
 
-def check_png_path(path: Path, *, flag: str = "--map") -> Path:
-    """Refuse a file name that does not end in .png, before any work is done.
-
-    Raises:
-        DataError: When ``path`` does not end in .png.
-    """
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise DataError(f"{flag} {path}: give a file name ending in .png")
-    return path
-
-
 def save_embedding_map(
     paths: Sequence[Path],
     embeddings: np.ndarray,
@@ -378,12 +366,10 @@ def save_embedding_map(
     Raises:
         DataError: When ``path`` does not end in .png or cannot be written.
     """
-    path = check_png_path(path)
+    path = check_png_path(path, flag="--map")
     result = create_embedding_map(
         paths, embeddings, method=method, size=size, seed=seed, progress=progress
     )
-    try:
-        atomic_write(path, lambda temporary: result.image.save(temporary, format="PNG"))
-    except OSError as error:
-        raise DataError(f"cannot write {path}: {error.strerror or error}") from None
+    # Not optimised: a map of thousands of thumbnails compresses slowly and is written once.
+    write_png(result.image, path, optimize=False)
     return result

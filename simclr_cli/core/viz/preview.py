@@ -10,7 +10,6 @@ resolution by ``save_grid``.
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,13 +19,15 @@ from typing import Any, TextIO
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .._io import check_png_path, write_png
 from ..augment.presets import DEFAULT_COLOR_STRENGTH, resolve_preset
 from ..augment.reference import ViewParams, ViewTransform
 from ..config import Preset, Protocol, VisualizeConfig
 from ..data.files import find_images, load_rgb
 from ..errors import DataError, DisplayError, ImageDecodeError, ModelFileError
-from ..model.files import atomic_write, read_header, read_metadata
+from ..model.files import read_header, read_metadata
 from . import terminal
+from .interactive import CLEAR, run_key_loop
 
 #: Image size of ``pretrain`` when neither a flag nor a model gives one.
 DEFAULT_IMAGE_SIZE = 224
@@ -685,14 +686,6 @@ def render_grid(preview: AugmentationPreview) -> Image.Image:
     return grid
 
 
-def _file_mode() -> int:
-    # The mode a newly created file gets from the user's umask, which can only be read by
-    # setting it.
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def save_grid(preview: AugmentationPreview, path: Path) -> Image.Image:
     """Write the grid as a PNG, atomically; returns the image written.
 
@@ -701,18 +694,11 @@ def save_grid(preview: AugmentationPreview, path: Path) -> Image.Image:
         path: The ``.png`` file to write.
 
     Raises:
-        DataError: When the file cannot be written.
+        DataError: When ``path`` does not end in .png or the file cannot be written.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise DataError(f"--save {path}: give a file name ending in .png")
+    path = check_png_path(path, flag="--save")
     grid = render_grid(preview)
-    try:
-        atomic_write(path, lambda temporary: grid.save(temporary, format="PNG", optimize=True))
-        # The temporary file behind the atomic write is private (0600); a picture is not.
-        os.chmod(path, _file_mode())
-    except OSError as error:
-        raise DataError(f"cannot write {path}: {error.strerror or error}") from None
+    write_png(grid, path)
     return grid
 
 
@@ -760,8 +746,6 @@ def run_interactive(
     Raises:
         UsageError: When the input is not a terminal.
     """
-    from .interactive import CLEAR, run_key_loop
-
     clear = CLEAR + (terminal.kitty_delete_all() if protocol is Protocol.kitty else "")
     target = DEFAULT_SAVE_PATH if save_path is None else Path(save_path)
 

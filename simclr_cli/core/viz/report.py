@@ -17,8 +17,10 @@ from typing import Any
 
 from PIL import Image
 
+from .. import _io
+from .._io import check_png_path, write_png
 from ..errors import DataError, ModelFileError, RunFolderError
-from ..model.files import atomic_write, read_metadata
+from ..model.files import read_metadata
 from .plots import Chart, Series, TextChart, render_charts, render_text_chart
 
 __all__ = [
@@ -97,14 +99,7 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
 def _read_config(path: Path) -> dict[str, Any]:
     """The tables of ``config.toml``, or {} when it is missing or unreadable."""
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the settings are only shown where tomli is.
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return _io.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
@@ -314,16 +309,7 @@ def save_report_png(report: RunReport, path: Path) -> Image.Image:
         DataError: When ``path`` does not end in .png, the run has no curve, or it cannot be
             written.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise DataError(f"--save {path}: give a file name ending in .png")
+    path = check_png_path(path, flag="--save")
     image = render_report_png(report)
-    _write_png(image, path)
+    write_png(image, path)
     return image
-
-
-def _write_png(image: Image.Image, path: Path) -> None:
-    try:
-        atomic_write(path, lambda temporary: image.save(temporary, format="PNG", optimize=True))
-    except OSError as error:
-        raise DataError(f"cannot write {path}: {error.strerror or error}") from None

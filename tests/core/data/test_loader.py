@@ -12,7 +12,6 @@ from PIL import Image
 
 from simclr_cli.core.data.files import load_rgb
 from simclr_cli.core.data.loader import (
-    CACHE_BUDGET_ENV,
     DataWaitGauge,
     TrainImageLoader,
     decode_for_training,
@@ -125,7 +124,7 @@ def test_train_image_loader__second_epoch_comes_from_ram_with_the_same_pixels(tm
 def test_train_image_loader__auto_falls_back_to_streaming_with_one_notice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setenv(CACHE_BUDGET_ENV, "100")  # Bytes: nothing fits.
+    monkeypatch.setenv("SIMCLR_CACHE_BUDGET", "100")  # Bytes: nothing fits.
     paths = make_folder(tmp_path / "images", 8)
     events: list[ProgressEvent] = []
     loader = TrainImageLoader(

@@ -24,3 +24,22 @@ def test_topk_accuracy__counts_label_in_top_k():
     labels = torch.tensor([2, 0])
     assert topk_accuracy(scores, labels, 1) == 0.5
     assert topk_accuracy(scores, labels, 2) == 1.0
+
+
+def test_knn_predict__leave_one_out_never_votes_for_itself():
+    torch.manual_seed(0)
+    features = torch.randn(7, 5)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    scores = knn_predict(features, labels, num_classes=3, k=3, temperature=0.5, chunk_size=3)
+    # The same vote written out: cosine similarity, the diagonal excluded, exp(s / t) weights.
+    unit = torch.nn.functional.normalize(features, dim=1)
+    similarity = (unit @ unit.T).fill_diagonal_(-float("inf"))
+    top_similarity, top_index = similarity.topk(3, dim=1)
+    expected = torch.zeros(7, 3).scatter_add_(1, labels[top_index], (top_similarity / 0.5).exp())
+    assert torch.allclose(scores, expected)
+
+
+def test_knn_predict__leave_one_out_clips_k_below_the_sample_count():
+    features = torch.eye(3)
+    scores = knn_predict(features, torch.tensor([0, 1, 1]), num_classes=2, k=200)
+    assert torch.isfinite(scores).all() and scores.shape == (3, 2)

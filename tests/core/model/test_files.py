@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from simclr_cli.core.errors import ModelFileError
+from simclr_cli.core.model.classifier import create_classifier, load_classifier, save_classifier
 from simclr_cli.core.model.files import load_model, read_metadata, save_model
 from simclr_cli.core.model.simclr import create_simclr_model
 
@@ -151,3 +152,23 @@ def test_save_model__file_gets_the_umask_mode(tmp_path: Path):
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_load_classifier__round_trip_and_kinds_refused_both_ways(tmp_path: Path):
+    torch.manual_seed(0)
+    encoder = create_simclr_model(backbone="test_resnet", image_size=32)
+    encoder_path = tmp_path / "model.safetensors"
+    save_model(encoder_path, encoder)
+    classifier = create_classifier(encoder, classes=["a", "b", "c"], from_head_layer=1)
+    classifier_path = tmp_path / "classifier.safetensors"
+    save_classifier(classifier_path, classifier.eval())
+    loaded = load_classifier(classifier_path)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), classifier(images))
+    assert loaded.classes == ["a", "b", "c"] and loaded.from_head_layer == 1
+    with pytest.raises(ModelFileError, match=r"is a classifier .* not an encoder"):
+        load_model(classifier_path)
+    with pytest.raises(ModelFileError, match="is an encoder, not a classifier"):
+        load_classifier(encoder_path)
+    assert read_metadata(classifier_path).kind == "classifier"

@@ -2,29 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from simclr_cli.core.config import Stem
-from simclr_cli.core.errors import ConfigError
-from simclr_cli.core.train.budget import TimeBudget, budget_stem, format_duration, parse_duration
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("265s", 265), ("10m", 600), ("2h", 7200), ("1h30m", 5400), ("90", 90), ("1.5m", 90)],
-)
-def test_parse_duration__units(text: str, seconds: float):
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "ten minutes", "10x", "0s", "5m-3s"])
-def test_parse_duration__bad_text_is_a_config_error(text: str):
-    with pytest.raises(ConfigError, match="time-budget"):
-        parse_duration(text)
-
-
-def test_format_duration__minutes_and_hours():
-    assert format_duration(265) == "4m25s" and format_duration(7260) == "2h01m00s"
+from simclr_cli.core.train.budget import TimeBudget, budget_stem
 
 
 class FakeClock:

@@ -11,16 +11,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from simclr_cli.core.errors import CheckpointError, ConfigError, DiskFullError, RunFolderError
+from simclr_cli.core.errors import CheckpointError, DiskFullError, RunFolderError
 from simclr_cli.core.model.simclr import create_simclr_model
 from simclr_cli.core.train import checkpoints as checkpoint_module
 from simclr_cli.core.train.checkpoints import (
-    CheckpointInterval,
     TrainingPosition,
     capture_rng_states,
     find_resumable_checkpoint,
     flatten_optimizer_state,
-    parse_interval,
     read_checkpoint,
     restore_checkpoint,
     restore_rng_states,
@@ -43,16 +41,6 @@ def _trained(optimizer_name: str, seed: int = 0):
         projections.square().mean().backward()
         optimizer.step()
     return model, optimizer
-
-
-def test_parse_interval__steps_and_durations():
-    assert parse_interval("500") == CheckpointInterval(steps=500)
-    assert parse_interval("10m") == CheckpointInterval(seconds=600.0)
-    assert parse_interval("30s") == CheckpointInterval(seconds=30.0)
-    assert parse_interval("1.5h") == CheckpointInterval(seconds=5400.0)
-    for bad in ("0", "ten", "5d", "-3", "2.5"):
-        with pytest.raises(ConfigError, match="--checkpoint-every"):
-            parse_interval(bad)
 
 
 @pytest.mark.parametrize("name", ["lars", "sgd", "adamw"])

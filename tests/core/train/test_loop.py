@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import tomllib
 from PIL import Image
 
+from simclr_cli.core import _io
 from simclr_cli.core.errors import ConfigError, DataError, RunFolderError
 from simclr_cli.core.model.files import load_model
 from simclr_cli.core.train.loop import pretrain
@@ -32,7 +32,7 @@ def test_pretrain__writes_model_metrics_and_config(shapes_dir: Path, tmp_path: P
     }
     assert all(0.0 <= line["data_wait"] <= 1.0 for line in lines)
     assert lines[0]["loss"] > 0
-    config = tomllib.loads((out / "config.toml").read_text())
+    config = _io.loads((out / "config.toml").read_text())
     assert config["pretrain"]["backbone"] == "test_resnet"
     assert config["pretrain"]["data"] == str(shapes_dir.resolve())
     assert config["plan"]["total_steps"] == 3
@@ -132,5 +132,5 @@ def test_pretrain__folder_of_only_broken_images_fails_clearly(tmp_path: Path):
 def test_pretrain__accumulate_runs_micro_batches(shapes_dir: Path, tmp_path: Path):
     result = pretrain(config=tiny_config(shapes_dir, tmp_path / "run", accumulate=4))
     assert result.steps == 2 and result.images_seen == 16
-    config = tomllib.loads((result.run_dir / "config.toml").read_text())
+    config = _io.loads((result.run_dir / "config.toml").read_text())
     assert config["pretrain"]["accumulate"] == 4

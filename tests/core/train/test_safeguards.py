@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from simclr_cli.core.errors import DiskFullError, RunInterrupted, TrainingDivergedError
+from simclr_cli.core.model import files as model_files
 from simclr_cli.core.progress import ProgressEvent
 from simclr_cli.core.train import loop as train_module
 from simclr_cli.core.train import safeguards
@@ -195,7 +196,7 @@ def test_pretrain__full_disk_keeps_checkpoint_and_says_how_to_continue(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", no_space_for_model)
+    monkeypatch.setattr(model_files, "save_file", no_space_for_model)
     out = tmp_path / "run"
     with pytest.raises(DiskFullError, match=r"from step 2 is intact.*--resume"):
         pretrain(config=tiny_config(shapes_dir, out, max_steps=2))

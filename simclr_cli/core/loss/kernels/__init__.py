@@ -18,6 +18,7 @@ import importlib.util
 import torch
 
 from ._chunked import chunked_nt_xent
+from ._triton_env import interpreting
 
 __all__ = ["chunked_nt_xent", "fused_nt_xent", "fused_supported", "triton_available"]
 
@@ -36,8 +37,6 @@ def fused_supported(tensor: torch.Tensor) -> bool:
         return False
     if tensor.device.type == "cuda":
         return True
-    from ._triton_env import interpreting
-
     return tensor.device.type == "cpu" and interpreting()
 
 
