@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._runtime import resolve_device
-from ..augment.presets import create_eval_transform
+from ..augment.eval import create_eval_transform
 from ..config import EmbedConfig
 from ..data.files import EvalDataset, collect_inputs, load_rgb
 from ..errors import DataError

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..augment.presets import DEFAULT_MEAN, DEFAULT_STD
+from ..constants import DEFAULT_MEAN, DEFAULT_STD
 
 
 @dataclass
