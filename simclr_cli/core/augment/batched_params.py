@@ -60,20 +60,23 @@ class BatchViewParams:
         records = []
         for row in range(len(self)):
             brightness, contrast, saturation, hue = self.factors[row].tolist()
+            top, left, height, width = self.crops[row].tolist()
+            first, second, third, fourth = self.jitter_order[row].tolist()
+            source_height, source_width = self.source_sizes[row].tolist()
             sigma = float(self.blur_sigma[row])
             records.append(
                 ViewParams(
-                    crop=tuple(int(v) for v in self.crops[row]),
+                    crop=(top, left, height, width),
                     flip=bool(self.flips[row]),
                     color_jitter=bool(self.jitter[row]),
                     brightness=brightness,
                     contrast=contrast,
                     saturation=saturation,
                     hue=hue,
-                    jitter_order=tuple(int(v) for v in self.jitter_order[row]),
+                    jitter_order=(first, second, third, fourth),
                     grayscale=bool(self.grayscale[row]),
                     blur_sigma=None if math.isnan(sigma) else sigma,
-                    source_size=tuple(int(v) for v in self.source_sizes[row]),
+                    source_size=(source_height, source_width),
                 )
             )
         return records
@@ -126,7 +129,7 @@ def sample_batch_crops(
     height, width = sizes[:, 0:1].double(), sizes[:, 1:2].double()
     area = height * width * _uniform((count, tries), *scale, generator)
     log_ratio = torch.log(torch.tensor(ratio)).tolist()
-    ratio_drawn = torch.exp(_uniform((count, tries), *log_ratio, generator))
+    ratio_drawn = torch.exp(_uniform((count, tries), log_ratio[0], log_ratio[1], generator))
     crop_width = torch.round(torch.sqrt(area * ratio_drawn))
     crop_height = torch.round(torch.sqrt(area / ratio_drawn))
     fits = (crop_width > 0) & (crop_width <= width) & (crop_height > 0) & (crop_height <= height)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from ..config import Preset
 from ..constants import COLOR_STRENGTH_RANGE, SMALL_IMAGE_SIZE
 from ..errors import ConfigError
@@ -120,15 +118,6 @@ class AugmentationRecipe:
     def blur_kernel_size(self) -> int:
         """Side of the blur kernel for these views."""
         return blur_kernel_size(self.image_size)
-
-    @property
-    def log_crop_ratio(self) -> tuple[float, float]:
-        """Bounds of the log aspect ratio, as torchvision computes them (float32 logarithms).
-
-        The same float32 values keep a seed giving the same crops as torchvision.
-        """
-        low, high = torch.log(torch.tensor(self.crop_ratio)).tolist()
-        return low, high
 
     @property
     def jitter_reach(self) -> float:

@@ -363,13 +363,16 @@ class ViewTransform:
     def view(self, image: Image.Image | torch.Tensor) -> tuple[torch.Tensor, ViewParams]:
         """Draw parameters and make the uint8 view (3, S, S), returning both."""
         if isinstance(image, Image.Image):
-            image = image if image.mode == "RGB" else image.convert("RGB")
-            params = self.sample(image.height, image.width)
-        else:
-            image = image.as_subclass(torch.Tensor)
-            params = self.sample(image.shape[-2], image.shape[-1])
-        view = apply_view_params(image, params, image_size=self.image_size)
-        return to_uint8_tensor(view), params
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            params = self.sample(rgb.height, rgb.width)
+            return to_uint8_tensor(
+                apply_view_params(rgb, params, image_size=self.image_size)
+            ), params
+        pixels = image.as_subclass(torch.Tensor)
+        params = self.sample(pixels.shape[-2], pixels.shape[-1])
+        return to_uint8_tensor(
+            apply_view_params(pixels, params, image_size=self.image_size)
+        ), params
 
     def normalize(self, view: torch.Tensor) -> torch.Tensor:
         """uint8 view (3, S, S) -> float32 (3, S, S), scaled to [0, 1] and normalised."""
