@@ -9,7 +9,8 @@ loss and augmentations in your own training loop).
 """
 
 from ._version import __version__
-from .core.augment.presets import create_eval_transform, create_view_transform
+from .core.augment.eval import create_eval_transform
+from .core.augment.presets import create_view_transform
 from .core.config import (
     BadImagePolicy,
     DemoConfig,
@@ -98,7 +99,8 @@ from .core.augment.reference import (
     sample_view_params,
 )
 from .core.config import VisualizeConfig
-from .core.viz.preview import create_augmentation_preview, render_grid, save_grid
+from .core.viz.preview import create_augmentation_preview
+from .core.viz.preview_png import render_grid, save_grid
 
 __all__ += [
     "ViewParams",

@@ -7,7 +7,22 @@ from typing import Annotated
 
 import typer
 
-from ..core.config import DeviceName
+from ..core.augment.recipe import CIFAR_PRESET_MAX_SIZE, DEFAULT_COLOR_STRENGTH
+from ..core.config import DeviceName, Preset
+from ..core.constants import COLOR_STRENGTH_RANGE, SMALL_IMAGE_SIZE
+
+# Help phrases that quote the augmentation recipe, so the help cannot drift from it.
+#: "in [0, 2.5]": the colour strengths the recipe accepts.
+STRENGTH_RANGE_TEXT = "in [{:g}, {:g}]".format(*COLOR_STRENGTH_RANGE)
+#: "1.0 imagenet, 0.5 cifar": each preset's default colour strength.
+STRENGTH_DEFAULTS_TEXT = ", ".join(
+    f"{DEFAULT_COLOR_STRENGTH[preset]:.1f} {preset.value}"
+    for preset in (Preset.imagenet, Preset.cifar)
+)
+#: "cifar at 64 px and below": what the preset auto means.
+PRESET_AUTO_TEXT = f"cifar at {CIFAR_PRESET_MAX_SIZE} px and below"
+#: "64 px": the side up to which images are CIFAR-like (stem, preset).
+SMALL_IMAGE_TEXT = f"{SMALL_IMAGE_SIZE} px"
 
 ModelArgument = Annotated[
     Path,

@@ -30,6 +30,10 @@ from ..core.train.loop import pretrain
 from . import _console
 from ._errors import handle_errors
 from ._options import (
+    PRESET_AUTO_TEXT,
+    SMALL_IMAGE_TEXT,
+    STRENGTH_DEFAULTS_TEXT,
+    STRENGTH_RANGE_TEXT,
     BatchSizeOption,
     DeviceOption,
     ImageSizeOption,
@@ -86,8 +90,8 @@ def pretrain_command(
     stem: Annotated[
         Stem,
         typer.Option(
-            help="ResNet stem; auto gives the CIFAR stem (3x3 stride 1, no max-pool) at 64 px and "
-            "below.",
+            help="ResNet stem; auto gives the CIFAR stem (3x3 stride 1, no max-pool) at "
+            f"{SMALL_IMAGE_TEXT} and below.",
             rich_help_panel=MODEL,
         ),
     ] = Stem.auto,
@@ -115,15 +119,16 @@ def pretrain_command(
     preset: Annotated[
         Preset,
         typer.Option(
-            help="Augmentations: imagenet (with blur) or cifar (without); auto picks cifar at "
-            "64 px and below.",
+            help="Augmentations: imagenet (with blur) or cifar (without); auto picks "
+            f"{PRESET_AUTO_TEXT}.",
             rich_help_panel=AUGMENT,
         ),
     ] = Preset.auto,
     color_strength: Annotated[
         float | None,
         typer.Option(
-            help="Colour distortion strength s (default: 1.0 imagenet, 0.5 cifar).",
+            help=f"Colour distortion strength s {STRENGTH_RANGE_TEXT} (default: "
+            f"{STRENGTH_DEFAULTS_TEXT}).",
             rich_help_panel=AUGMENT,
         ),
     ] = None,

@@ -15,15 +15,19 @@ from rich.markup import escape
 from ..core.config import Preset, Protocol, VisualizeConfig
 from ..core.errors import UsageError
 from ..core.viz import terminal
-from ..core.viz.preview import (
-    create_augmentation_preview,
-    render_terminal,
-    run_interactive,
-    save_grid,
-)
+from ..core.viz.preview import create_augmentation_preview
+from ..core.viz.preview_png import save_grid
+from ..core.viz.preview_terminal import render_terminal, run_interactive
 from . import _console
 from ._errors import handle_errors
-from ._options import JsonOption, QuietOption, SeedOption
+from ._options import (
+    PRESET_AUTO_TEXT,
+    STRENGTH_DEFAULTS_TEXT,
+    STRENGTH_RANGE_TEXT,
+    JsonOption,
+    QuietOption,
+    SeedOption,
+)
 
 EPILOG = """[bold]Examples[/]
 
@@ -62,15 +66,15 @@ def visualize_aug_command(
         Preset | None,
         typer.Option(
             help="Augmentations: imagenet (with blur) or cifar (without); default: the model's, "
-            "else auto (cifar at 64 px and below).",
+            f"else auto ({PRESET_AUTO_TEXT}).",
             show_default=False,
         ),
     ] = None,
     color_strength: Annotated[
         float | None,
         typer.Option(
-            help="Colour distortion strength s; default: the model's, else 1.0 imagenet, "
-            "0.5 cifar.",
+            help=f"Colour distortion strength s {STRENGTH_RANGE_TEXT}; default: the model's, else "
+            f"{STRENGTH_DEFAULTS_TEXT}.",
             show_default=False,
         ),
     ] = None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import parse_interval
+from .constants import COLOR_STRENGTH_RANGE
 from .errors import ConfigError
 
 
@@ -194,8 +195,8 @@ class PretrainConfig:
             _positive("--head-hidden-dim", self.head_hidden_dim)
         if not 0.0 < self.temperature <= 10.0:
             raise ConfigError(f"--temperature {self.temperature} must be in (0, 10]; try 0.1")
-        if self.color_strength is not None and not 0.0 <= self.color_strength <= 2.0:
-            raise ConfigError(f"--color-strength {self.color_strength} must be in [0, 2]")
+        if self.color_strength is not None:
+            _color_strength(self.color_strength)
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ConfigError("--lr must be positive")
         if self.weight_decay is not None and self.weight_decay < 0:
@@ -448,8 +449,8 @@ class VisualizeConfig:
             raise ConfigError(f"--pairs {self.pairs} must be between 1 and 64")
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"--image-size {self.image_size} is too small; use 8 or more")
-        if self.color_strength is not None and not 0.0 <= self.color_strength <= 2.0:
-            raise ConfigError(f"--color-strength {self.color_strength} must be in [0, 2]")
+        if self.color_strength is not None:
+            _color_strength(self.color_strength)
 
 
 def _choice(enum: type[Enum], value: object, flag: str) -> Any:
@@ -476,6 +477,13 @@ def _gpu_count(value: object) -> int | str | None:
 def _positive(flag: str, value: int) -> None:
     if value <= 0:
         raise ConfigError(f"{flag} must be positive, got {value}")
+
+
+def _color_strength(value: float) -> None:
+    # The bound the augmentation recipe draws with (hue 0.2 s must stay within 0.5).
+    low, high = COLOR_STRENGTH_RANGE
+    if not low <= value <= high:
+        raise ConfigError(f"--color-strength {value} must be in [{low:g}, {high:g}]")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

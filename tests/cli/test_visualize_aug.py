@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from simclr_cli.cli.app import app
 from simclr_cli.core.model.files import read_header
-from simclr_cli.core.viz.preview import minimum_columns
+from simclr_cli.core.viz.preview_terminal import minimum_columns
 
 runner = CliRunner()
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,15 +1,15 @@
-"""The random parameters of one SimCLR view, drawn once and then applied.
+"""The per-image reference of a SimCLR view: its random parameters, drawn once and then applied.
 
-Training and ``simclr visualize-aug`` share this code path: ``sample_view_params`` draws the
-parameters of the preset's transform, ``apply_view_params`` applies them, and ``ViewTransform``
-chains the two for the data loader. Keeping the draw apart from the application lets a preview
-print the parameters that were actually used, and lets a batched implementation be checked
-against this per-image reference for the same parameters.
+``draw_view_params`` draws the parameters of one view from an ``AugmentationRecipe``,
+``apply_view_params`` applies them with torchvision's v2 functional ops, and ``ViewTransform``
+chains the two. Keeping the draw apart from the application lets the batched path of training
+(``batched.py``) be checked against this reference for the same parameters, and lets
+``visualize-aug`` caption a view with the parameters it was made with (``ViewParams``).
 
 The draws follow ``torchvision.transforms.v2`` exactly (distributions, the random resized crop's
 ten tries and central fallback, the colour jitter's random order of operations) and, with no
-generator, consume the global random stream in the same order as the preset's ``v2.Compose``, so
-the same seed gives the same views.
+generator, consume the global random stream in the same order as the recipe's ``v2.Compose``
+(``presets.create_torchvision_view_transform``), so the same seed gives the same views.
 """
 
 from __future__ import annotations
@@ -25,36 +25,19 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from ..config import Preset
+from ..constants import DEFAULT_MEAN, DEFAULT_STD
 from ..errors import ConfigError
-from .presets import (
+from .recipe import (
+    CROP_RATIO,
     CROP_SCALE,
-    DEFAULT_COLOR_STRENGTH,
-    DEFAULT_MEAN,
-    DEFAULT_STD,
+    CROP_TRIES,
+    AugmentationRecipe,
     blur_kernel_size,
-    resolve_preset,
+    create_recipe,
 )
 
-#: Aspect-ratio range (width / height) of the random resized crop.
-CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-#: Probabilities of the random steps, as in the SimCLR paper's appendix A.
-FLIP_PROBABILITY = 0.5
-JITTER_PROBABILITY = 0.8
-GRAYSCALE_PROBABILITY = 0.2
-BLUR_PROBABILITY = 0.5
-#: Range of the Gaussian blur's standard deviation, in pixels of the output view.
-BLUR_SIGMA = (0.1, 2.0)
-#: Largest colour strength whose hue range (0.2 s) stays within torchvision's [-0.5, 0.5].
-MAX_COLOR_STRENGTH = 2.5
-
-# torchvision draws the log aspect ratio between float32 logarithms; the same values keep the
-# same seed giving the same crops.
 #: What the view functions take: a uint8 tensor (3, H, W) or an RGB PIL image.
 ImageLike = TypeVar("ImageLike", torch.Tensor, Image.Image)
-
-_LOG_RATIO = torch.log(torch.tensor(CROP_RATIO)).tolist()
-#: Names of the colour-jitter operations, indexed as in ``ViewParams.jitter_order``.
-JITTER_OPERATIONS = ("brightness", "contrast", "saturation", "hue")
 
 
 @dataclass(frozen=True)
@@ -115,20 +98,37 @@ def _chance(probability: float, generator: torch.Generator | None) -> bool:
 
 
 def sample_crop(
-    height: int, width: int, *, generator: torch.Generator | None = None
+    height: int,
+    width: int,
+    *,
+    scale: tuple[float, float] = CROP_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
+    tries: int = CROP_TRIES,
+    generator: torch.Generator | None = None,
 ) -> tuple[int, int, int, int]:
     """Draw a random resized crop box as ``RandomResizedCrop.make_params`` does.
 
-    Ten tries at a box of area fraction U(0.08, 1) and log-uniform aspect ratio in [3/4, 4/3];
+    ``tries`` tries at a box of area fraction U(scale) and log-uniform aspect ratio in ``ratio``;
     when none fits, the largest central box whose aspect ratio is in range.
+
+    Args:
+        height: Height of the source image in pixels.
+        width: Width of the source image in pixels.
+        scale: Range of the box's area as a fraction of the image's (the recipe's by default).
+        ratio: Range of the box's aspect ratio, width / height.
+        tries: Boxes tried before the central fallback.
+        generator: Random source; the global torch generator when None.
 
     Returns:
         Top, left, height and width of the box in source pixels.
     """
     area = height * width
-    for _ in range(10):
-        target_area = area * _uniform(CROP_SCALE[0], CROP_SCALE[1], generator)
-        aspect_ratio = math.exp(_uniform(_LOG_RATIO[0], _LOG_RATIO[1], generator))
+    # torchvision draws the log aspect ratio between float32 logarithms; the same values keep
+    # the same seed giving the same crops.
+    log_ratio = torch.log(torch.tensor(ratio)).tolist()
+    for _ in range(tries):
+        target_area = area * _uniform(scale[0], scale[1], generator)
+        aspect_ratio = math.exp(_uniform(log_ratio[0], log_ratio[1], generator))
         crop_width = round(math.sqrt(target_area * aspect_ratio))
         crop_height = round(math.sqrt(target_area / aspect_ratio))
         if 0 < crop_width <= width and 0 < crop_height <= height:
@@ -136,81 +136,66 @@ def sample_crop(
             left = int(torch.randint(0, width - crop_width + 1, (1,), generator=generator))
             return top, left, crop_height, crop_width
     # The fallback: a central crop clipped to the aspect-ratio range.
-    ratio = width / height
-    if ratio < min(CROP_RATIO):
-        crop_width, crop_height = width, round(width / min(CROP_RATIO))
-    elif ratio > max(CROP_RATIO):
-        crop_width, crop_height = round(height * max(CROP_RATIO)), height
+    aspect = width / height
+    if aspect < min(ratio):
+        crop_width, crop_height = width, round(width / min(ratio))
+    elif aspect > max(ratio):
+        crop_width, crop_height = round(height * max(ratio)), height
     else:
         crop_width, crop_height = width, height
     return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
 
 
-def jitter_ranges(color_strength: float) -> dict[str, tuple[float, float] | None]:
-    """Ranges of the colour-jitter factors for strength s, as ``v2.ColorJitter`` sets them.
-
-    Brightness, contrast and saturation are drawn from [max(0, 1 - 0.8 s), 1 + 0.8 s] and hue from
-    [-0.2 s, 0.2 s]; a range that collapses to the identity is None, and nothing is drawn for it.
-    """
-    ranges: dict[str, tuple[float, float] | None] = {}
-    for name in ("brightness", "contrast", "saturation"):
-        amount = 0.8 * color_strength
-        ranges[name] = None if amount == 0 else (max(0.0, 1.0 - amount), 1.0 + amount)
-    hue = 0.2 * color_strength
-    ranges["hue"] = None if hue == 0 else (-hue, hue)
-    return ranges
-
-
-def sample_view_params(
+def draw_view_params(
+    recipe: AugmentationRecipe,
     *,
     height: int,
     width: int,
-    preset: Preset | str,
-    color_strength: float,
-    image_size: int,
     generator: torch.Generator | None = None,
 ) -> ViewParams:
-    """Draw the random parameters of one view of an image of a given size.
+    """Draw the random parameters of one view of an image of a given size, from a recipe.
 
-    The draws and their order are those of the preset's torchvision transform: crop, flip,
-    colour jitter (applied with probability 0.8; random order of operations, then one factor per
-    operation), grayscale, and for ``imagenet`` a blur with probability 0.5.
+    The draws and their order are those of the recipe's torchvision transform
+    (``presets.create_torchvision_view_transform``): crop, flip, colour jitter (random order of
+    operations, then one factor per operation), grayscale, and blur for presets that blur.
 
     Args:
+        recipe: The distributions (``recipe.create_recipe``).
         height: Height of the source image in pixels.
         width: Width of the source image in pixels.
-        preset: ``imagenet`` or ``cifar`` (``auto`` resolves by ``image_size``).
-        color_strength: Strength s of the colour distortion, in [0, 2.5].
-        image_size: Side of the output view (decides ``auto``).
         generator: Random source; the global torch generator when None.
 
     Returns:
         The drawn parameters.
 
     Raises:
-        ConfigError: When the colour strength or the image size is out of range.
+        ConfigError: When the image is empty.
     """
-    if not 0.0 <= color_strength <= MAX_COLOR_STRENGTH:
-        raise ConfigError(f"colour strength {color_strength} must be in [0, {MAX_COLOR_STRENGTH}]")
-    if height < 1 or width < 1 or image_size < 1:
-        raise ConfigError(f"cannot crop a {height}x{width} image to {image_size} px")
-    preset = resolve_preset(preset, image_size=image_size)
-    crop = sample_crop(height, width, generator=generator)
-    flip = _chance(FLIP_PROBABILITY, generator)
+    if height < 1 or width < 1:
+        raise ConfigError(f"cannot crop a {height}x{width} image to {recipe.image_size} px")
+    crop = sample_crop(
+        height,
+        width,
+        scale=recipe.crop_scale,
+        ratio=recipe.crop_ratio,
+        tries=recipe.crop_tries,
+        generator=generator,
+    )
+    flip = _chance(recipe.flip_probability, generator)
 
-    jitter = _chance(JITTER_PROBABILITY, generator)
+    jitter = _chance(recipe.jitter_probability, generator)
     factors = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0}
     order: tuple[int, ...] = (0, 1, 2, 3)
     if jitter:
         order = tuple(int(i) for i in torch.randperm(4, generator=generator))
-        for name, bounds in jitter_ranges(color_strength).items():
+        for name, bounds in recipe.jitter_ranges.items():
             if bounds is not None:
                 factors[name] = _uniform(bounds[0], bounds[1], generator)
 
-    grayscale = _chance(GRAYSCALE_PROBABILITY, generator)
+    grayscale = _chance(recipe.grayscale_probability, generator)
     blur_sigma = None
-    if preset is Preset.imagenet and _chance(BLUR_PROBABILITY, generator):
-        blur_sigma = _uniform(BLUR_SIGMA[0], BLUR_SIGMA[1], generator)
+    if recipe.has_blur and _chance(recipe.blur_probability, generator):
+        blur_sigma = _uniform(recipe.blur_sigma[0], recipe.blur_sigma[1], generator)
     return ViewParams(
         crop=crop,
         flip=flip,
@@ -224,6 +209,37 @@ def sample_view_params(
         blur_sigma=blur_sigma,
         source_size=(height, width),
     )
+
+
+def sample_view_params(
+    *,
+    height: int,
+    width: int,
+    preset: Preset | str,
+    color_strength: float,
+    image_size: int,
+    generator: torch.Generator | None = None,
+) -> ViewParams:
+    """Draw the random parameters of one view of an image of a given size.
+
+    ``draw_view_params`` with ``create_recipe(preset, image_size=..., color_strength=...)``.
+
+    Args:
+        height: Height of the source image in pixels.
+        width: Width of the source image in pixels.
+        preset: ``imagenet`` or ``cifar`` (``auto`` resolves by ``image_size``).
+        color_strength: Strength s of the colour distortion, in ``COLOR_STRENGTH_RANGE``.
+        image_size: Side of the output view (decides ``auto``).
+        generator: Random source; the global torch generator when None.
+
+    Returns:
+        The drawn parameters.
+
+    Raises:
+        ConfigError: When the colour strength or the image size is out of range.
+    """
+    recipe = create_recipe(preset, image_size=image_size, color_strength=color_strength)
+    return draw_view_params(recipe, height=height, width=width, generator=generator)
 
 
 def apply_view_params(image: ImageLike, params: ViewParams, *, image_size: int) -> ImageLike:
@@ -292,9 +308,9 @@ def to_uint8_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
 class ViewTransform:
     """The random transform that makes one SimCLR view: draw parameters, apply, normalise.
 
-    This is the per-image reference of training's batched augmentation;
-    ``simclr visualize-aug`` calls ``sample`` and ``apply_view_params`` itself to show the same
-    views with their parameters.
+    This is the per-image reference of training's batched augmentation (``batched.py``): both
+    are built from the same ``AugmentationRecipe`` and draw from the same distributions, but
+    training and ``simclr visualize-aug`` make their views with ``BatchAugmenter``, not with this.
 
     Args:
         preset: ``imagenet`` or ``cifar`` (``auto`` resolves by ``image_size``).
@@ -302,8 +318,7 @@ class ViewTransform:
         color_strength: Strength s of the colour distortion; the preset's default when None.
         mean: Per-channel mean for normalisation.
         std: Per-channel standard deviation for normalisation.
-        generator: Random source; the global torch generator (seeded per data-loader worker)
-            when None.
+        generator: Random source; the global torch generator when None.
     """
 
     def __init__(
@@ -316,41 +331,48 @@ class ViewTransform:
         std: Sequence[float] = DEFAULT_STD,
         generator: torch.Generator | None = None,
     ) -> None:
-        self.preset = resolve_preset(preset, image_size=image_size)
-        self.image_size = image_size
-        self.color_strength = (
-            DEFAULT_COLOR_STRENGTH[self.preset] if color_strength is None else color_strength
-        )
+        self.recipe = create_recipe(preset, image_size=image_size, color_strength=color_strength)
         self.mean = list(mean)
         self.std = list(std)
         self.generator = generator
 
     @property
+    def preset(self) -> Preset:
+        """The recipe's preset, ``imagenet`` or ``cifar``."""
+        return self.recipe.preset
+
+    @property
+    def image_size(self) -> int:
+        """Side of the views in pixels."""
+        return self.recipe.image_size
+
+    @property
+    def color_strength(self) -> float:
+        """Strength s of the colour distortion."""
+        return self.recipe.color_strength
+
+    @property
     def has_blur(self) -> bool:
         """Whether the preset blurs (``imagenet`` does, ``cifar`` does not)."""
-        return self.preset is Preset.imagenet
+        return self.recipe.has_blur
 
     def sample(self, height: int, width: int) -> ViewParams:
         """Draw the parameters of one view of an image of the given size."""
-        return sample_view_params(
-            height=height,
-            width=width,
-            preset=self.preset,
-            color_strength=self.color_strength,
-            image_size=self.image_size,
-            generator=self.generator,
-        )
+        return draw_view_params(self.recipe, height=height, width=width, generator=self.generator)
 
     def view(self, image: Image.Image | torch.Tensor) -> tuple[torch.Tensor, ViewParams]:
         """Draw parameters and make the uint8 view (3, S, S), returning both."""
         if isinstance(image, Image.Image):
-            image = image if image.mode == "RGB" else image.convert("RGB")
-            params = self.sample(image.height, image.width)
-        else:
-            image = image.as_subclass(torch.Tensor)
-            params = self.sample(image.shape[-2], image.shape[-1])
-        view = apply_view_params(image, params, image_size=self.image_size)
-        return to_uint8_tensor(view), params
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            params = self.sample(rgb.height, rgb.width)
+            return to_uint8_tensor(
+                apply_view_params(rgb, params, image_size=self.image_size)
+            ), params
+        pixels = image.as_subclass(torch.Tensor)
+        params = self.sample(pixels.shape[-2], pixels.shape[-1])
+        return to_uint8_tensor(
+            apply_view_params(pixels, params, image_size=self.image_size)
+        ), params
 
     def normalize(self, view: torch.Tensor) -> torch.Tensor:
         """uint8 view (3, S, S) -> float32 (3, S, S), scaled to [0, 1] and normalised."""

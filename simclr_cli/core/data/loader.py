@@ -3,7 +3,7 @@
 The data loader no longer augments. Its workers only decode (JPEGs in draft mode, so the
 decoder's DCT scaling does most of the down-sizing for free) and return uint8 images; the
 training loop makes both views of every image from that one decode with the batched
-augmentation in ``batch_augment.py``, on the training device. With ``--cache auto`` (or
+augmentation of ``augment/batched.py``, on the training device. With ``--cache auto`` (or
 ``ram``) the decoded images are kept in RAM during the first epoch, and later epochs gather
 their batches from memory with no file I/O and no decode.
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._io import atomic_write
 from .._runtime import resolve_device
-from ..augment.presets import create_eval_transform
+from ..augment.eval import create_eval_transform
 from ..config import EmbedConfig
 from ..data.files import EvalDataset, collect_inputs, load_rgb
 from ..errors import ConfigError, DataError

@@ -23,6 +23,7 @@ from torchvision.transforms import InterpolationMode, v2
 from .._runtime import autocast, resolve_device, resolve_precision, seed_everything, seed_worker
 from .._threads import use_idle_cores
 from ..config import FinetuneConfig
+from ..constants import SMALL_IMAGE_SIZE
 from ..data.files import load_rgb
 from ..errors import RunFolderError
 from ..model.classifier import ClassifierModel, create_classifier, save_classifier
@@ -105,7 +106,7 @@ def create_supervised_transform(metadata: ModelMetadata) -> v2.Compose:
     supervised CIFAR training; larger ones a random resized crop and a flip, as on ImageNet.
     """
     size = metadata.image_size
-    if size <= 64:
+    if size <= SMALL_IMAGE_SIZE:
         crop: v2.Transform = v2.Compose(
             [
                 v2.Resize(size, antialias=True),

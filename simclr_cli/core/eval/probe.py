@@ -14,7 +14,7 @@ import torch
 
 from .._runtime import resolve_device, seed_everything
 from .._threads import use_idle_cores
-from ..augment.presets import default_crop_fraction
+from ..augment.eval import default_crop_fraction
 from ..config import ProbeConfig
 from ..model.files import load_model
 from ..model.simclr import SimCLRModel, create_simclr_model

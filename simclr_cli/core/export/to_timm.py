@@ -5,7 +5,7 @@ The folder holds ``model.safetensors`` (the backbone's state dict, the keys of
 ``save_config_for_hf`` writes: ``architecture``, ``num_classes``, ``num_features``,
 ``model_args`` and ``pretrained_cfg``. ``pretrained_cfg`` carries our evaluation
 preprocessing so that ``timm.data.resolve_data_config`` plus ``timm.data.create_transform``
-reproduce ``augment.create_eval_transform``: resize the short side to R, centre-crop S,
+reproduce ``augment.eval.create_eval_transform``: resize the short side to R, centre-crop S,
 normalise.
 """
 
@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..augment.presets import default_crop_fraction
+from ..augment.eval import default_crop_fraction
 from ..errors import ExportError
 from ..model.simclr import ModelMetadata, SimCLRModel
 

@@ -17,10 +17,8 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from ..config import Stem
+from ..constants import SMALL_IMAGE_SIZE
 from ..errors import BackboneError
-
-#: At and below this image size, ``stem="auto"`` gives ResNets the CIFAR stem.
-CIFAR_STEM_MAX_SIZE = 64
 
 
 def is_resnet_family(model: nn.Module) -> bool:
@@ -44,7 +42,7 @@ def resolve_stem(stem: Stem | str, *, model: nn.Module, image_size: int) -> Stem
     """
     stem = Stem(stem)
     if stem is Stem.auto:
-        small = image_size <= CIFAR_STEM_MAX_SIZE
+        small = image_size <= SMALL_IMAGE_SIZE
         return Stem.cifar if small and is_resnet_family(model) else Stem.imagenet
     if stem is Stem.cifar and not is_resnet_family(model):
         raise BackboneError(

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..augment.presets import DEFAULT_MEAN, DEFAULT_STD
+from ..constants import DEFAULT_MEAN, DEFAULT_STD
 from ..errors import ConfigError
 from .backbone import create_backbone
 from .head import create_projection_head

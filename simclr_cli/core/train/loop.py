@@ -27,14 +27,10 @@ from .._runtime import (
 )
 from .._threads import use_idle_cores
 from ..augment.batched import BatchAugmenter
-from ..augment.presets import (
-    DEFAULT_COLOR_STRENGTH,
-    DEFAULT_MEAN,
-    DEFAULT_STD,
-    default_crop_fraction,
-    resolve_preset,
-)
+from ..augment.eval import default_crop_fraction
+from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
 from ..config import PretrainConfig, config_to_dict
+from ..constants import DEFAULT_MEAN, DEFAULT_STD
 from ..data.checks import describe_bad_images, refuse_bad_images, scan_images
 from ..data.files import find_images
 from ..data.loader import DataWaitGauge, TrainImageLoader

@@ -11,7 +11,8 @@ from PIL import Image
 from scipy.stats import ks_2samp
 from torchvision.transforms import v2
 
-from simclr_cli.core.augment.presets import blur_kernel_size, create_torchvision_view_transform
+from simclr_cli.core.augment.presets import create_torchvision_view_transform
+from simclr_cli.core.augment.recipe import blur_kernel_size
 from simclr_cli.core.augment.reference import (
     ViewParams,
     ViewTransform,
