@@ -27,6 +27,7 @@ from ..core.config import (
 from ..core.distributed.ranks import is_main_process
 from ..core.errors import RunInterrupted
 from ..core.train.loop import pretrain
+from ..core.train.run_folder import SKIPPED_FILE
 from . import _console
 from ._errors import handle_errors
 from ._options import (
@@ -404,7 +405,7 @@ def pretrain_command(
             f"{format_duration(config.time_budget)} budget"
         )
     if result.skipped_images:
-        listed = escape(str(result.run_dir / "skipped.txt"))
+        listed = escape(str(result.run_dir / SKIPPED_FILE))
         line += f" · [yellow]{result.skipped_images} unreadable images skipped ({listed})[/]"
     if result.nonfinite_steps:
         line += f" · [yellow]{result.nonfinite_steps} non-finite steps skipped[/]"

@@ -8,6 +8,7 @@
   3.10 reads it with the ``tomli`` backport).
 - ``parse_duration``, ``format_duration`` and ``parse_interval``: ``--time-budget 1h30m`` and
   ``--checkpoint-every 1h30m`` read the same way; ``--checkpoint-every 500`` is a step count.
+- ``prepare_output``: the one check of every output folder or file (``--force`` to replace).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, DataError, DiskFullError
+from .errors import ConfigError, DataError, DiskFullError, RunFolderError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -263,3 +264,59 @@ def parse_interval(text: str | int, *, flag: str = "--checkpoint-every") -> Chec
             "(30s, 10m, 2h, 1h30m)"
         )
     return CheckpointInterval(seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output folders
+
+
+def prepare_output(
+    path: Path,
+    *,
+    force: bool,
+    folder: bool = True,
+    create: bool = True,
+    ignore: Collection[str] = (),
+    name: str = "--out",
+) -> Path:
+    """Refuse to replace earlier output unless ``force``, then create the output's folder.
+
+    The one check behind every command that writes a folder or a file (``pretrain``, ``export``,
+    ``finetune``): a non-empty folder, or an existing file, is only written over with ``--force``.
+
+    Args:
+        path: The output: a folder (``folder``) or a file.
+        force: Whether replacing earlier output was asked for.
+        folder: True when ``path`` is a folder, False when it is a file.
+        create: Create the folder (for a file, its parent); False only checks, so nothing is
+            created or removed.
+        ignore: Names inside the folder that are not earlier output (a lock file, say).
+        name: How messages call the output (``--out``, ``run folder``).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        RunFolderError: When ``path`` is a file where a folder is wanted (or the reverse),
+            holds earlier output while ``force`` is off, or cannot be created.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise RunFolderError(f"{name} {path} is a file; give a folder")
+    if not folder and path.is_dir():
+        raise RunFolderError(f"{name} {path} is a folder; give a file name")
+    if not force:
+        if folder and path.is_dir() and any(p.name not in ignore for p in path.iterdir()):
+            raise RunFolderError(
+                f"{name} {path} is not empty; choose another --out or add --force to replace it"
+            )
+        if not folder and path.exists():
+            raise RunFolderError(
+                f"{name} {path} exists; choose another --out or add --force to replace it"
+            )
+    if create:
+        try:
+            (path if folder else path.parent).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunFolderError(f"cannot create {name} {path} ({error.strerror})") from None
+    return path

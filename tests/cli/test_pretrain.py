@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -291,3 +292,96 @@ def test_pretrain__unknown_cache_mode_is_a_usage_error(shapes_dir: Path, tmp_pat
         app, ["pretrain", str(shapes_dir), "--out", str(tmp_path), "--cache", "disk"]
     )
     assert result.exit_code == 2
+
+
+def test_pretrain__second_command_on_the_same_out_is_refused_naming_the_first(
+    shapes_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "simclr_cli", "pretrain", str(shapes_dir), "--out", str(out)]
+    first = subprocess.Popen(
+        [*command, *TINY[:-4], "--max-steps", "100000", "--workers", "0", "--quiet"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        lock = out / ".lock"
+        while time.monotonic() < deadline and first.poll() is None:
+            if lock.exists() and lock.read_text().strip():
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, first.stderr.read().decode()[-2000:] if first.stderr else ""
+        for processes in ([], ["--cpu-processes", "2"]):
+            second = runner.invoke(
+                app, ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--resume", *processes]
+            )
+            assert second.exit_code == 1, second.output
+            lines = second.output.strip().splitlines()
+            assert len(lines) == 1 and f"being written by pid {first.pid} on " in lines[0]
+            assert "since" in lines[0]
+    finally:
+        first.kill()
+        first.wait()
+    # A killed run leaves no lock behind: the folder continues at once.
+    result = runner.invoke(
+        app, ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--force", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert not (out / ".lock").exists()
+
+
+#: The pretrain command line in argv, whose rank 0 dies by SIGKILL after step 6 (checkpoint at
+#: 4). Spawned ranks import this script as their main module, so the patch reaches them.
+KILL_RANK_0_AFTER_STEP_6 = """
+import os, signal, sys
+from simclr_cli.core.train import safeguards
+
+real_after_step = safeguards.RunGuard.after_step
+
+def after_step_then_die(self, *, step, **kwargs):
+    real_after_step(self, step=step, **kwargs)
+    if self.is_main and step == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+safeguards.RunGuard.after_step = after_step_then_die
+
+if __name__ == "__main__":
+    from simclr_cli.cli.app import app
+    app(sys.argv[1:], prog_name="simclr")
+"""
+
+
+def _logged_steps(out: Path) -> tuple[list[int], list[int]]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    with (out / "metrics.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    return [json.loads(line)["step"] for line in lines], [int(row["step"]) for row in rows]
+
+
+@pytest.mark.slow
+def test_pretrain__cpu_processes_resume_after_sigkill(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    script = tmp_path / "kill_rank_0.py"
+    script.write_text(KILL_RANK_0_AFTER_STEP_6)
+    args = ["pretrain", str(shapes_dir), "--out", str(out), *TINY[:-4], "--max-steps", "8"]
+    args += ["--workers", "0", "--checkpoint-every", "4", "--log-every", "1", "--logger", "csv"]
+    args += ["--cpu-processes", "2"]
+    killed = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == 1, killed.stderr.decode()[-2000:]
+    assert "rank 0 of 2 was killed by SIGKILL" in killed.stderr.decode()
+    assert read_checkpoint(out / "checkpoint.safetensors").position.step == 4
+    assert _logged_steps(out) == ([1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6])
+    # The same command with --resume continues from step 4; each step is logged once.
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed from step 4" in resumed.output
+    assert read_metadata(out / "model.safetensors").steps == 8
+    assert _logged_steps(out) == (list(range(1, 9)), list(range(1, 9)))
+    assert not (out / ".lock").exists()

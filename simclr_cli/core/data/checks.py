@@ -19,9 +19,6 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, ImageDecodeError
 
-#: File name of the list of skipped images inside a run folder.
-SKIPPED_NAME = "skipped.txt"
-
 #: Leading bytes of the formats Pillow decodes that image folders hold.
 _SIGNATURES = (
     b"\xff\xd8\xff",  # JPEG

@@ -235,18 +235,6 @@ def _pretrain_rank(config: PretrainConfig, events: Any) -> Any:
     return result if rank == 0 else None
 
 
-def _refuse_run_folder_early(config: PretrainConfig) -> None:
-    # Rank 0 prepares the run folder; refusing a folder it would refuse, before any process
-    # starts, saves the user the wait. Nothing is created or removed here.
-    from ..train.loop import prepare_run_folder
-
-    out = config.out
-    if (out.exists() and not out.is_dir()) or (
-        out.is_dir() and any(out.iterdir()) and not config.force
-    ):
-        prepare_run_folder(out, force=False)
-
-
 def launch_pretrain(*, config: PretrainConfig, progress: ProgressCallback, processes: int) -> Any:
     """Pretrain in ``processes`` processes on this machine and return rank 0's result.
 
@@ -263,7 +251,6 @@ def launch_pretrain(*, config: PretrainConfig, progress: ProgressCallback, proce
     Raises:
         SimCLRError: When a rank fails (see ``launch_workers``).
     """
-    _refuse_run_folder_early(config)
     events = multiprocessing.get_context("spawn").Queue()
     finished = threading.Event()
 

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
+from .._io import prepare_output
 from .._runtime import autocast, resolve_device, resolve_precision, seed_everything, seed_worker
 from .._threads import use_idle_cores
 from ..config import FinetuneConfig
 from ..constants import SMALL_IMAGE_SIZE
 from ..data.files import load_rgb
-from ..errors import RunFolderError
 from ..model.classifier import ClassifierModel, create_classifier, save_classifier
 from ..model.files import load_model
 from ..model.simclr import ModelMetadata
@@ -173,8 +173,7 @@ def finetune(
     precision = resolve_precision(config.precision, device)
     encoder = load_model(config.model, device="cpu")
     out = classifier_path_for(config)
-    if out.exists() and not config.force:
-        raise RunFolderError(f"{out} exists; choose another --out or add --force to replace it")
+    prepare_output(out, force=config.force, folder=False, create=False, name="classifier file")
     train, val = load_train_val(
         config.train, config.val, val_fraction=config.val_fraction, seed=config.seed
     )

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
+from .._io import prepare_output
 from ..config import ExportConfig, ExportFormat
-from ..errors import ExportError, RunFolderError
+from ..errors import ExportError
 from ..model.files import load_model
 from ..model.info import file_sha256
 from ..model.simclr import SimCLRModel
@@ -75,24 +76,6 @@ def sample_batch(model: SimCLRModel, batch_size: int, *, seed: int = SAMPLE_SEED
     generator = torch.Generator().manual_seed(seed)
     size = model.metadata.image_size
     return torch.randn(batch_size, 3, size, size, generator=generator)
-
-
-def prepare_out_folder(out: Path, *, force: bool) -> None:
-    """Create ``out``, refusing a non-empty one unless ``force``.
-
-    Raises:
-        RunFolderError: When ``out`` is a file, or a non-empty folder without ``force``.
-    """
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"--out {out} is a file; give a folder to export into")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise RunFolderError(
-            f"--out {out} is not empty; choose a new folder or pass --force to overwrite its files"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunFolderError(f"cannot create --out {out} ({error.strerror})") from None
 
 
 def _writer_and_runner(
@@ -188,7 +171,7 @@ def export_model(
     model = load_model(config.model, device="cpu")
     if fmt is ExportFormat.timm:
         to_timm.check_timm_compatible(model.metadata, path=config.model)
-    prepare_out_folder(config.out, force=config.force)
+    prepare_output(config.out, force=config.force)
     write, run, hint_for = _writer_and_runner(fmt)
 
     progress(ProgressEvent("start", "export", total=3, completed=1))

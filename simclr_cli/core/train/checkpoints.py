@@ -32,11 +32,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._io import atomic_write
-from ..errors import CheckpointError, ModelFileError, RunFolderError
+from ..errors import CheckpointError, ModelFileError
 from ..model.files import read_header, software_versions
 
-#: File name of the checkpoint inside a run folder.
-CHECKPOINT_NAME = "checkpoint.safetensors"
 #: Value of the ``format`` metadata key of checkpoints (model files use ``simclr-cli``).
 CHECKPOINT_FORMAT = "simclr-cli-checkpoint"
 #: Version of the checkpoint layout; bumped when it changes incompatibly.
@@ -326,7 +324,7 @@ def restore_checkpoint(
     return dataclasses.replace(checkpoint.position)
 
 
-# Resuming: finding the checkpoint and comparing settings.
+# Resuming: comparing settings (the run folder finds the checkpoint, see run_folder.py).
 
 
 def settings_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -342,48 +340,6 @@ def settings_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
         if before != after:
             differences.append(f"{key} {json.dumps(before)} -> {json.dumps(after)}")
     return differences
-
-
-def find_resumable_checkpoint(
-    out: Path, *, resume: bool, settings: dict[str, Any]
-) -> Checkpoint | None:
-    """The checkpoint to continue from, or None to start a new run.
-
-    Args:
-        out: The run folder.
-        resume: Whether ``--resume`` was given; without it nothing is resumed.
-        settings: The resolved configuration of the run about to start.
-
-    Returns:
-        The checkpoint when ``resume`` is set and ``out`` holds one of the same configuration;
-        None when there is nothing to resume (the caller starts the run, replacing the files
-        of a run that died before its first checkpoint).
-
-    Raises:
-        RunFolderError: When the checkpoint's configuration differs (the differences are
-            listed), or when ``out`` holds a finished model but no checkpoint.
-        CheckpointError: When the checkpoint cannot be read.
-    """
-    out = Path(out)
-    if not resume or not out.is_dir():
-        return None
-    path = out / CHECKPOINT_NAME
-    if not path.exists():
-        if (out / "model.safetensors").exists():
-            raise RunFolderError(
-                f"{out} holds a model but no {CHECKPOINT_NAME} to resume from; add --force to "
-                "replace it or choose another --out"
-            )
-        return None
-    checkpoint = read_checkpoint(path)
-    differences = settings_differences(checkpoint.settings, settings)
-    if differences:
-        raise RunFolderError(
-            f"cannot resume {out}: its checkpoint has a different configuration ("
-            + "; ".join(differences)
-            + "); run with the same settings, add --force to start again, or choose another --out"
-        )
-    return checkpoint
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -1,9 +1,10 @@
-"""Loggers of training metrics: RUN/metrics.jsonl always, a CSV table and TensorBoard event files.
+"""Loggers of training metrics: metrics.jsonl always, a CSV table and TensorBoard event files.
 
 Every logger receives the same records as metrics.jsonl, so the names agree everywhere:
-the columns of RUN/metrics.csv are the keys of metrics.jsonl (``step``, ``epoch``, ``loss``,
-``lr``, ``images_per_second``, ``data_wait``, ``knn_top1`` ...), and the TensorBoard tags in
-RUN/tensorboard/ are the same keys, plotted over ``step``.
+the columns of the CSV table are the keys of metrics.jsonl (``step``, ``epoch``, ``loss``,
+``lr``, ``images_per_second``, ``data_wait``, ``knn_top1`` ...), and the TensorBoard tags are
+the same keys, plotted over ``step``. The run folder (``run_folder.py``) names their files,
+opens them and trims them back to the checkpoint when a run resumes.
 
 TensorBoard is an optional extra (``pip install 'simclr-cli[tensorboard]'``), imported only when
 asked for; ``check_loggers`` says so before a run starts rather than after its first steps.
@@ -15,20 +16,14 @@ import csv
 import importlib.util
 import json
 import math
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import LoggerName
 from ..errors import ConfigError
+from .._io import atomic_write
 
-#: The JSON-lines file every run writes.
-JSONL_FILE = "metrics.jsonl"
-#: The CSV table a run writes with ``--logger csv``.
-CSV_FILE = "metrics.csv"
-#: The folder of TensorBoard event files a run writes with ``--logger tensorboard``.
-TENSORBOARD_FOLDER = "tensorboard"
 #: What to install when TensorBoard is missing.
 TENSORBOARD_HINT = "pip install 'simclr-cli[tensorboard]'"
 
@@ -42,7 +37,7 @@ class MetricsLogger(Protocol):
 
 
 class JSONLinesLogger:
-    """One JSON object per line in RUN/metrics.jsonl, appended (a resumed run continues it).
+    """One JSON object per line, appended (a resumed run continues the file).
 
     Lines are flushed as they are written, so a crash loses at most the line being written, and
     readers skip a torn last line.
@@ -59,22 +54,16 @@ class JSONLinesLogger:
 
 
 class CSVLogger:
-    """Rows of RUN/metrics.csv, one per record; a key seen for the first time adds a column.
+    """Rows of a CSV table, one per record; a key seen for the first time adds a column.
 
     Training and kNN evaluation records have different keys, so cells a record lacks stay empty.
-    The file is small (one row per ``log_every`` steps), and a new column rewrites it whole.
+    The file is small (one row per ``log_every`` steps), and a new column rewrites it whole. A
+    table already in the file is continued (a resumed run; a new run starts without the file).
     """
 
-    def __init__(self, path: Path, *, fresh: bool) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.columns: list[str] = []
-        self.rows: list[dict[str, Any]] = []
-        if not fresh and self.path.is_file():
-            # A resumed run continues the table of the run it resumes.
-            with self.path.open(newline="", encoding="utf-8") as file:
-                reader = csv.DictReader(file)
-                self.columns = list(reader.fieldnames or [])
-                self.rows = list(reader)
+        self.columns, self.rows = _read_csv(self.path)
         self._rewrite()
 
     def _rewrite(self) -> None:
@@ -99,16 +88,18 @@ class CSVLogger:
 
 
 class TensorBoardLogger:
-    """Scalars in RUN/tensorboard/, one tag per key of the record, over its ``step``."""
+    """Scalars in a folder of event files, one tag per key of the record, over its ``step``.
 
-    def __init__(self, folder: Path, *, fresh: bool) -> None:
+    Args:
+        folder: The event files' folder.
+        purge_step: For a resumed run, the first step logged again: TensorBoard hides the
+            earlier run's events from this step on, so no step is plotted twice.
+    """
+
+    def __init__(self, folder: Path, *, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        folder = Path(folder)
-        if fresh and folder.is_dir():
-            # A run started again (--force) must not show the old run's curves under the new.
-            shutil.rmtree(folder)
-        self.writer = SummaryWriter(log_dir=str(folder))
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
 
     def log(self, record: Mapping[str, Any]) -> None:
         step = int(record["step"])
@@ -149,28 +140,57 @@ def check_loggers(names: Iterable[LoggerName | str]) -> None:
         raise ConfigError(f"--logger tensorboard needs TensorBoard: {TENSORBOARD_HINT}")
 
 
-def create_logger(
-    names: Iterable[LoggerName | str], *, run_dir: Path, fresh: bool = True, enabled: bool = True
-) -> MultiLogger:
-    """RUN/metrics.jsonl and the loggers named, writing into ``run_dir``.
+# Trimming back to a checkpoint's step (a resumed run logs the steps after it again).
 
-    Args:
-        names: ``csv`` and/or ``tensorboard``; metrics.jsonl is always written.
-        run_dir: The run folder.
-        fresh: False when the run resumes: the CSV table and event files are continued.
-        enabled: False on every process but the first of a multi-process run: nothing is written.
 
-    Returns:
-        A logger with ``log(record)`` and ``close()``.
-    """
-    wanted = list(dict.fromkeys(LoggerName(getattr(name, "value", name)) for name in names))
-    if not enabled:
-        return MultiLogger([])
-    check_loggers(wanted)
-    loggers: list[MetricsLogger] = [JSONLinesLogger(Path(run_dir) / JSONL_FILE)]
-    for name in wanted:
-        if name is LoggerName.csv:
-            loggers.append(CSVLogger(Path(run_dir) / CSV_FILE, fresh=fresh))
-        else:
-            loggers.append(TensorBoardLogger(Path(run_dir) / TENSORBOARD_FOLDER, fresh=fresh))
-    return MultiLogger(loggers)
+def trim_jsonl(path: Path, *, last_step: int) -> None:
+    """Drop the lines of a metrics.jsonl file past ``last_step``, and a line cut short."""
+    if not Path(path).exists():
+        return
+    kept = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) > last_step:
+                continue
+        except (json.JSONDecodeError, AttributeError):
+            continue  # A line cut short by the crash.
+        kept.append(line + "\n")
+    atomic_write(
+        path, lambda temporary: Path(temporary).write_text("".join(kept), encoding="utf-8")
+    )
+
+
+def trim_csv(path: Path, *, last_step: int) -> None:
+    """Drop the rows of a CSV table past ``last_step``, and a row cut short; keep the columns."""
+    if not Path(path).exists():
+        return
+    columns, rows = _read_csv(Path(path))
+    kept = [row for row in rows if _complete_up_to(row, last_step)]
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=columns)
+            if columns:
+                writer.writeheader()
+            writer.writerows(kept)
+
+    atomic_write(path, write)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    if not path.is_file():
+        return [], []
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _complete_up_to(row: Mapping[str, Any], last_step: int) -> bool:
+    """Whether a CSV row is whole and of a step up to ``last_step``."""
+    # A row cut short by a crash has too few cells (None values) or a step that is not a number.
+    if None in row.values() or None in row:
+        return False
+    try:
+        return int(row["step"]) <= last_step
+    except (KeyError, TypeError, ValueError):
+        return False

@@ -7,6 +7,7 @@ one block each.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -16,8 +17,6 @@ from typing import Any
 
 import torch
 
-from .. import _io
-from .._io import atomic_write
 from .._runtime import (
     autocast,
     resolve_device,
@@ -47,27 +46,18 @@ from ..distributed.ranks import (
     prepare_model,
     sum_across_ranks,
 )
-from ..errors import DataError, RunFolderError, UsageError
+from ..errors import DataError, UsageError
 from ..loss.grad_cache import cached_contrastive_loss
 from ..loss.nt_xent import nt_xent_loss
 from ..model.files import save_model
 from ..model.simclr import SimCLRModel, create_simclr_model
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .budget import TimeBudget, budget_stem
-from .checkpoints import find_resumable_checkpoint
-from .loggers import check_loggers, create_logger
+from .loggers import check_loggers
 from .monitor import KnnMonitor
 from .optimizers import create_optimizer, learning_rate_at, scaled_learning_rate
+from .run_folder import open_run_folder, refuse_early
 from .safeguards import create_run_guard
-
-#: Files a run writes; ``--force`` removes exactly these before starting again.
-RUN_FILES = (
-    "model.safetensors",
-    "metrics.jsonl",
-    "config.toml",
-    "checkpoint.safetensors",
-    "skipped.txt",
-)
 
 
 @dataclass
@@ -113,29 +103,6 @@ class PretrainResult:
 def default_workers() -> int:
     """Data-loading processes: half the cores (the other half trains), at most 8, at least 1."""
     return max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
-def prepare_run_folder(out: Path, *, force: bool) -> Path:
-    """Create the run folder, refusing to mix a new run into an old one without ``force``.
-
-    Raises:
-        RunFolderError: When ``out`` is a file or a non-empty folder and ``force`` is off.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"--out {out} is a file; give a folder for the run")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise RunFolderError(
-                f"run folder {out} is not empty; choose another --out or add --force to replace it"
-            )
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunFolderError(f"cannot create run folder {out}: {error.strerror}") from None
-    return out
 
 
 def plan_steps(*, num_images: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
@@ -213,6 +180,14 @@ def pretrain(
     Raises:
         SimCLRError: For bad input, before the run folder is created.
     """
+    # The run folder's lock is released however the run ends (see run_folder.py).
+    with contextlib.ExitStack() as cleanup:
+        return _pretrain(config, progress, cleanup)
+
+
+def _pretrain(
+    config: PretrainConfig, progress: ProgressCallback, cleanup: contextlib.ExitStack
+) -> PretrainResult:
     # Check the settings and the data before anything is written; a time budget starts now.
     config.validate()
     check_loggers(config.loggers)
@@ -268,6 +243,7 @@ def pretrain(
     if plan.launch:
         from ..distributed.launcher import launch_pretrain
 
+        refuse_early(config.out, force=config.force, resume=config.resume)
         return launch_pretrain(config=config, progress=progress, processes=plan.processes)
     context = join_job(plan)
     if not context.is_main:
@@ -364,17 +340,21 @@ def pretrain(
     )
     step_plan = {"total_steps": total_steps, "warmup_steps": warmup_steps}
     settings = {**resolved, **step_plan, "num_images": len(paths)}
-    checkpoint = find_resumable_checkpoint(config.out, resume=config.resume, settings=settings)
-    run_dir = Path(config.out)
-    if checkpoint is None and context.is_main:
-        run_dir = prepare_run_folder(config.out, force=config.force or config.resume)
     # [pretrain] holds the flags, so that `--config RUN/config.toml` repeats the run; --force and
     # --resume are actions of one invocation, and [plan] what the run derived from the flags.
     written = {key: value for key, value in resolved.items() if key not in ("force", "resume")}
     plan_table = {**step_plan, "peak_learning_rate": peak_lr}
-    config_text = _io.dumps({"pretrain": written, "plan": plan_table})
-    if context.is_main:
-        atomic_write(run_dir / "config.toml", lambda p: Path(p).write_text(config_text))
+    run = cleanup.enter_context(
+        open_run_folder(
+            config.out,
+            force=config.force,
+            resume=config.resume,
+            settings=settings,
+            config_tables={"pretrain": written, "plan": plan_table},
+            context=context,
+        )
+    )
+    run_dir, checkpoint = run.path, run.checkpoint
 
     # Checkpoints, resume, stop signals, non-finite steps and bad images (see safeguards.py).
     guard = create_run_guard(
@@ -392,9 +372,7 @@ def pretrain(
     )
     position = guard.resume(checkpoint)
     # metrics.jsonl, and --logger csv/tensorboard with the same records (see loggers.py).
-    logger = create_logger(
-        config.loggers, run_dir=run_dir, fresh=checkpoint is None, enabled=context.is_main
-    )
+    logger = run.create_logger(config.loggers)
 
     # The training loop.
     progress(ProgressEvent("start", "pretrain", total=total_steps, completed=position.step))
@@ -510,7 +488,7 @@ def pretrain(
 
     # Save the encoder with everything needed to rebuild it.
     model.metadata = model.metadata.replace(steps=step, images_seen=images_seen)
-    model_path = run_dir / "model.safetensors"
+    model_path = run.model_path
     if context.is_main:
         with guard.disk_full_hint():
             save_model(model_path, model)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -25,20 +24,20 @@ from typing import Any
 
 import torch
 
-from .._io import CheckpointInterval, atomic_write, parse_interval
+from .._io import CheckpointInterval, parse_interval
 from ..config import BadImagePolicy, PretrainConfig
-from ..data.checks import SKIPPED_NAME, BadImage, SkippedImages
+from ..data.checks import BadImage, SkippedImages
 from ..data.sampler import ResumableRandomSampler
 from ..errors import DiskFullError, RunInterrupted, TrainingDivergedError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checkpoints import (
-    CHECKPOINT_NAME,
     Checkpoint,
     TrainingPosition,
     changed_settings,
     restore_checkpoint,
     save_checkpoint,
 )
+from .run_folder import CHECKPOINT_FILE, SKIPPED_FILE
 from .signals import StopSignals, name_of
 
 #: Non-finite steps in a row after which the run stops as diverged.
@@ -58,23 +57,6 @@ def parameters_are_finite(loss: torch.Tensor, parameters: Sequence[torch.nn.Para
         # The norm of all gradients is finite exactly when every gradient entry is.
         finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(gradients))
     return bool(finite.item())
-
-
-def trim_metrics(path: Path, *, last_step: int) -> None:
-    """Drop lines of ``metrics.jsonl`` past ``last_step``: a resumed run logs those steps again."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) > last_step:
-                continue
-        except (json.JSONDecodeError, AttributeError):
-            continue  # A line cut short by the crash.
-        kept.append(line + "\n")
-    atomic_write(
-        path, lambda temporary: Path(temporary).write_text("".join(kept), encoding="utf-8")
-    )
 
 
 class RunGuard:
@@ -114,7 +96,7 @@ class RunGuard:
     ):
         self.is_main = is_main
         self.run_dir = Path(run_dir)
-        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
         self.model = model
         self.optimizer = optimizer
         self.parameters = [p for p in model.parameters() if p.requires_grad]
@@ -140,7 +122,7 @@ class RunGuard:
         """Continue from ``checkpoint``, or from step 0 when it is None.
 
         Sets the global random generators, so call it after building everything and just
-        before the loop (and before opening ``metrics.jsonl``, which it trims).
+        before the loop. The run folder has trimmed the loggers back to the checkpoint.
         """
         if checkpoint is None:
             self.sampler.resume_at(0, 0)
@@ -158,7 +140,6 @@ class RunGuard:
         self.sampler.resume_at(position.epoch, position.batches_in_epoch * self.batch_size)
         self.position = position
         self.saved_step = position.step
-        trim_metrics(self.run_dir / "metrics.jsonl", last_step=position.step)
         text = f"resuming from step {position.step} of {self.total_steps} ({checkpoint.path})"
         changes = changed_settings(checkpoint.settings, self.settings)
         if changes:
@@ -350,7 +331,7 @@ def create_run_guard(
         is_main: Whether this process writes files (rank 0 of a job, or a single process).
     """
     skipped = SkippedImages(
-        Path(run_dir) / SKIPPED_NAME,
+        Path(run_dir) / SKIPPED_FILE,
         fail=config.on_bad_image is BadImagePolicy.fail,
         write=is_main,
     )

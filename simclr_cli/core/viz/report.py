@@ -21,6 +21,7 @@ from .. import _io
 from .._io import check_png_path, write_png
 from ..errors import DataError, ModelFileError, RunFolderError
 from ..model.files import read_metadata
+from ..train.run_folder import CHECKPOINT_FILE, CONFIG_FILE, METRICS_JSONL_FILE, MODEL_FILE
 from .plots import Chart, Series, TextChart, render_charts, render_text_chart
 
 __all__ = [
@@ -140,17 +141,17 @@ def read_run(run_dir: Path) -> RunReport:
         raise RunFolderError(
             f"run folder {run_dir} {what}; give the --out folder of a pretrain run"
         )
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = run_dir / METRICS_JSONL_FILE
     if not metrics_path.is_file():
         raise RunFolderError(
-            f"{run_dir} has no metrics.jsonl, so it is not a pretrain run folder; give the "
+            f"{run_dir} has no {METRICS_JSONL_FILE}, so it is not a pretrain run folder; give the "
             "--out folder of `simclr pretrain`"
         )
     records, torn = read_metrics(metrics_path)
-    tables = _read_config(run_dir / "config.toml")
+    tables = _read_config(run_dir / CONFIG_FILE)
     settings, plan = tables.get("pretrain", {}), tables.get("plan", {})
     metadata = None
-    model_path = run_dir / "model.safetensors"
+    model_path = run_dir / MODEL_FILE
     if model_path.is_file():
         try:
             metadata = read_metadata(model_path)
@@ -186,7 +187,7 @@ def read_run(run_dir: Path) -> RunReport:
     status = "finished"
     if metadata is None:
         status = "not finished"
-        if (run_dir / "checkpoint.safetensors").is_file():
+        if (run_dir / CHECKPOINT_FILE).is_file():
             status = "not finished (resume with --resume)"
 
     summary: dict[str, Any] = {

@@ -11,13 +11,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from simclr_cli.core.errors import CheckpointError, DiskFullError, RunFolderError
+from simclr_cli.core.errors import CheckpointError, DiskFullError
 from simclr_cli.core.model.simclr import create_simclr_model
 from simclr_cli.core.train import checkpoints as checkpoint_module
 from simclr_cli.core.train.checkpoints import (
     TrainingPosition,
     capture_rng_states,
-    find_resumable_checkpoint,
     flatten_optimizer_state,
     read_checkpoint,
     restore_checkpoint,
@@ -143,31 +142,6 @@ def test_settings_differences__lists_changes_but_allows_remedies():
     saved = {"batch_size": 8, "seed": 0, "workers": 0, "precision": "bf16", "learning_rate": 0.3}
     current = {"batch_size": 16, "seed": 0, "workers": 4, "precision": "fp32", "learning_rate": 0.1}
     assert settings_differences(saved, current) == ["batch_size 8 -> 16"]
-
-
-def test_find_resumable_checkpoint__refuses_other_settings_and_lone_models(tmp_path: Path):
-    model, optimizer = _trained("sgd")
-    settings = {"batch_size": 8, "seed": 0, "backbone": "test_resnet"}
-    save_checkpoint(
-        tmp_path / "checkpoint.safetensors",
-        model=model,
-        optimizer=optimizer,
-        position=TrainingPosition(step=3),
-        settings=settings,
-    )
-    assert find_resumable_checkpoint(tmp_path, resume=False, settings=settings) is None
-    found = find_resumable_checkpoint(tmp_path, resume=True, settings=settings)
-    assert found is not None and found.position.step == 3
-    with pytest.raises(RunFolderError, match=r"batch_size 8 -> 16; seed 0 -> 1"):
-        find_resumable_checkpoint(
-            tmp_path, resume=True, settings={**settings, "batch_size": 16, "seed": 1}
-        )
-    lone = tmp_path / "finished"
-    lone.mkdir()
-    (lone / "model.safetensors").write_bytes(b"x")
-    with pytest.raises(RunFolderError, match=r"no checkpoint\.safetensors"):
-        find_resumable_checkpoint(lone, resume=True, settings=settings)
-    assert find_resumable_checkpoint(tmp_path / "new", resume=True, settings=settings) is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -11,8 +11,9 @@ import pytest
 
 from simclr_cli.core.errors import ConfigError
 from simclr_cli.core.train import loggers as loggers_module
-from simclr_cli.core.train.loggers import CSVLogger, check_loggers, create_logger
+from simclr_cli.core.train.loggers import CSVLogger, check_loggers, trim_csv, trim_jsonl
 from simclr_cli.core.train.loop import pretrain
+from simclr_cli.core.train.run_folder import create_logger
 from tests.conftest import tiny_config
 
 RECORDS = [
@@ -54,12 +55,46 @@ def test_csv_logger__adds_columns_and_leaves_missing_cells_empty(tmp_path: Path)
 
 def test_csv_logger__resumed_run_continues_the_table(tmp_path: Path):
     path = tmp_path / "metrics.csv"
-    first = CSVLogger(path, fresh=True)
-    first.log(RECORDS[0])
-    CSVLogger(path, fresh=False).log({"step": 3, "loss": 2.0, "lr": 0.01, "data_wait": 0.0})
+    CSVLogger(path).log(RECORDS[0])
+    CSVLogger(path).log({"step": 3, "loss": 2.0, "lr": 0.01, "data_wait": 0.0})
     assert [row["step"] for row in read_csv(path)[1]] == ["1", "3"]
-    CSVLogger(path, fresh=True).log({"step": 1, "loss": 9.0})
-    assert read_csv(path) == (["step", "loss"], [{"step": "1", "loss": "9.0"}])
+
+
+def test_trim_csv__drops_rows_past_the_step_and_a_torn_row(tmp_path: Path):
+    path = tmp_path / "metrics.csv"
+    logger = CSVLogger(path)
+    for record in RECORDS:
+        logger.log(record)
+    logger.log({"step": 3, "loss": 2.0})
+    with path.open("a") as file:
+        file.write("4,1.9")  # The last row, cut short by a crash.
+    trim_csv(path, last_step=2)
+    columns, rows = read_csv(path)
+    assert columns == ["step", "loss", "lr", "data_wait", "knn_top1", "eval_seconds"]
+    assert [row["step"] for row in rows] == ["1", "2", "2"]
+    trim_csv(tmp_path / "missing.csv", last_step=2)
+    assert not (tmp_path / "missing.csv").exists()
+
+
+def test_trim_jsonl__drops_lines_past_the_step_and_a_torn_line(tmp_path: Path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps(record) for record in [*RECORDS, {"step": 3, "loss": 2.0}]]
+    path.write_text("\n".join(lines) + '\n{"step": 4, "lo')
+    trim_jsonl(path, last_step=2)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == RECORDS
+
+
+def test_tensorboard_logger__purge_step_hides_the_steps_logged_again(tmp_path: Path):
+    pytest.importorskip("tensorboard")
+    first = create_logger(["tensorboard"], run_dir=tmp_path)
+    for step in (1, 2, 3):
+        first.log({"step": step, "loss": float(step)})
+    first.close()
+    resumed = create_logger(["tensorboard"], run_dir=tmp_path, resume_step=1)
+    for step in (2, 3):
+        resumed.log({"step": step, "loss": 10.0 * step})
+    resumed.close()
+    assert read_tensorboard(tmp_path / "tensorboard")["loss"] == [(1, 1.0), (2, 20.0), (3, 30.0)]
 
 
 def test_tensorboard_logger__tags_are_the_record_keys(tmp_path: Path):
