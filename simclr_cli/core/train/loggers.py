@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._io import atomic_write
 from ..config import LoggerName
 from ..errors import ConfigError
-from .._io import atomic_write
 
 #: What to install when TensorBoard is missing.
 TENSORBOARD_HINT = "pip install 'simclr-cli[tensorboard]'"
