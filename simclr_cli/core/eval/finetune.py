@@ -173,7 +173,9 @@ def finetune(
     encoder = load_model(config.model, device="cpu")
     out = classifier_path_for(config)
     if out.exists() and not config.force:
-        raise RunFolderError(f"{out} exists; choose another --out or add --force to replace it")
+        raise RunFolderError(
+            f"{out} exists; choose another --out or add --force to replace it", flag="--out"
+        )
     train, val = load_train_val(
         config.train, config.val, val_fraction=config.val_fraction, seed=config.seed
     )

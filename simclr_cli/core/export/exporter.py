@@ -84,15 +84,18 @@ def prepare_out_folder(out: Path, *, force: bool) -> None:
         RunFolderError: When ``out`` is a file, or a non-empty folder without ``force``.
     """
     if out.exists() and not out.is_dir():
-        raise RunFolderError(f"--out {out} is a file; give a folder to export into")
+        raise RunFolderError(f"--out {out} is a file; give a folder to export into", flag="--out")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise RunFolderError(
-            f"--out {out} is not empty; choose a new folder or pass --force to overwrite its files"
+            f"--out {out} is not empty; choose a new folder or pass --force to overwrite its files",
+            flag="--out",
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise RunFolderError(f"cannot create --out {out} ({error.strerror})") from None
+        raise RunFolderError(
+            f"cannot create --out {out} ({error.strerror})", flag="--out"
+        ) from None
 
 
 def _writer_and_runner(

@@ -51,10 +51,13 @@ def parse_duration(text: str | float | int) -> float:
             position = match.end()
         if not cleaned or position != len(cleaned):
             raise ConfigError(
-                f"--time-budget {text!r} is not a duration; write it like 265s, 10m, 2h or 1h30m"
+                f"--time-budget {text!r} is not a duration; write it like 265s, 10m, 2h or 1h30m",
+                flag="--time-budget",
             )
     if not seconds > 0 or math.isinf(seconds):
-        raise ConfigError(f"--time-budget {text!r} must be a positive duration, such as 10m")
+        raise ConfigError(
+            f"--time-budget {text!r} must be a positive duration, such as 10m", flag="--time-budget"
+        )
     return seconds
 
 

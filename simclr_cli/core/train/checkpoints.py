@@ -123,12 +123,16 @@ def parse_interval(text: str) -> CheckpointInterval:
     if match is None or float(match.group(1)) <= 0:
         raise ConfigError(
             f"--checkpoint-every {text!r} is not a positive number of steps (500) or of "
-            "seconds, minutes or hours (30s, 10m, 2h)"
+            "seconds, minutes or hours (30s, 10m, 2h)",
+            flag="--checkpoint-every",
         )
     number, unit = match.groups()
     if not unit:
         if "." in number:
-            raise ConfigError(f"--checkpoint-every {text!r}: a number of steps is whole")
+            raise ConfigError(
+                f"--checkpoint-every {text!r}: a number of steps is whole",
+                flag="--checkpoint-every",
+            )
         return CheckpointInterval(steps=int(number))
     return CheckpointInterval(seconds=float(number) * {"s": 1, "m": 60, "h": 3600}[unit])
 
@@ -408,7 +412,8 @@ def find_resumable_checkpoint(
         if (out / "model.safetensors").exists():
             raise RunFolderError(
                 f"{out} holds a model but no {CHECKPOINT_NAME} to resume from; add --force to "
-                "replace it or choose another --out"
+                "replace it or choose another --out",
+                flag="--out",
             )
         return None
     checkpoint = read_checkpoint(path)
@@ -417,7 +422,8 @@ def find_resumable_checkpoint(
         raise RunFolderError(
             f"cannot resume {out}: its checkpoint has a different configuration ("
             + "; ".join(differences)
-            + "); run with the same settings, add --force to start again, or choose another --out"
+            + "); run with the same settings, add --force to start again, or choose another --out",
+            flag="--out",
         )
     return checkpoint
 

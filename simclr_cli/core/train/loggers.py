@@ -146,7 +146,9 @@ def check_loggers(names: Iterable[LoggerName | str]) -> None:
     """
     wanted = {LoggerName(getattr(name, "value", name)) for name in names}
     if LoggerName.tensorboard in wanted and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(f"--logger tensorboard needs TensorBoard: {TENSORBOARD_HINT}")
+        raise ConfigError(
+            f"--logger tensorboard needs TensorBoard: {TENSORBOARD_HINT}", flag="--logger"
+        )
 
 
 def create_logger(

@@ -126,11 +126,12 @@ def prepare_run_folder(out: Path, *, force: bool) -> Path:
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise RunFolderError(f"--out {out} is a file; give a folder for the run")
+        raise RunFolderError(f"--out {out} is a file; give a folder for the run", flag="--out")
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise RunFolderError(
-                f"run folder {out} is not empty; choose another --out or add --force to replace it"
+                f"run folder {out} is not empty; choose another --out or add --force to replace it",
+                flag="--out",
             )
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
@@ -245,7 +246,8 @@ def pretrain(
     if len(paths) < config.batch_size:
         raise DataError(
             f"{config.data} has {len(paths)} images, fewer than --batch-size "
-            f"{config.batch_size}; lower --batch-size or add images"
+            f"{config.batch_size}; lower --batch-size or add images",
+            flag="--batch-size",
         )
     preset = resolve_preset(config.preset, image_size=config.image_size)
     color_strength = config.color_strength

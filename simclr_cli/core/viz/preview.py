@@ -212,7 +212,8 @@ def resolve_settings(config: VisualizeConfig) -> AugmentationSettings:
             raise ModelFileError(
                 f"{config.model} records no augmentation settings (missing "
                 f"{', '.join(missing) or 'preset'}); give --preset, --color-strength and "
-                "--image-size instead of --model"
+                "--image-size instead of --model",
+                flag="--model",
             )
         preset = preset or Preset(metadata.preset)
         strength = metadata.color_strength if strength is None else strength
@@ -705,7 +706,7 @@ def save_grid(preview: AugmentationPreview, path: Path) -> Image.Image:
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise DataError(f"--save {path}: give a file name ending in .png")
+        raise DataError(f"--save {path}: give a file name ending in .png", flag="--save")
     grid = render_grid(preview)
     try:
         atomic_write(path, lambda temporary: grid.save(temporary, format="PNG", optimize=True))

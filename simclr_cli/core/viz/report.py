@@ -316,7 +316,7 @@ def save_report_png(report: RunReport, path: Path) -> Image.Image:
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise DataError(f"--save {path}: give a file name ending in .png")
+        raise DataError(f"--save {path}: give a file name ending in .png", flag="--save")
     image = render_report_png(report)
     _write_png(image, path)
     return image
