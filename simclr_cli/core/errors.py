@@ -15,17 +15,21 @@ import os
 class SimCLRError(Exception):
     """Base class of every error caused by the user's input or environment.
 
+    Args:
+        message: What is wrong and how to fix it, in one line.
+        flag: The long flag whose value is wrong (``"--image-size"``), if the error is about one.
+
     Attributes:
         exit_code: The exit code of the command line: 1 for bad input, 2 for bad usage.
-        flag: The long flag whose value is wrong (``"--image-size"``), or ``None`` when the error
-            is about no single flag.
+        flag: The long flag whose value is wrong, or ``None`` when the error is about no single
+            flag.
     """
 
     exit_code: int = 1
     flag: str | None = None
 
-    def __init__(self, *args: object, flag: str | None = None) -> None:
-        super().__init__(*args)
+    def __init__(self, message: str = "", *, flag: str | None = None) -> None:
+        super().__init__(message)
         if flag is not None:
             self.flag = flag
 
