@@ -17,14 +17,17 @@ names with ``_`` or ``-`` (``batch_size``, ``batch-size``) or the core's field n
 (``learning_rate`` for ``--lr``, ``sync_batch_norm`` for ``--sync-bn``), so that a run folder's
 ``config.toml`` is a config file: ``simclr pretrain --config RUN/config.toml --out RUN2``
 repeats the run. Its ``[plan]`` table (steps the run derived) is ignored.
+
+Only what click does not do lives here: reading the file, its tables and unknown keys, the
+variable names, and saying where a value came from when a core error names its flag
+(``describe_source``). Each value of a file is checked by its flag's own conversion, so a file
+accepts and refuses what the command line does; the error names the key and the file.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Mapping
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,21 +38,14 @@ import yaml
 
 from ..core import _env, _io
 from ..core.errors import ConfigError
-from ._errors import print_error
-
-# Recent Typer carries its own copy of click; older Typer uses click itself.
-try:
-    from typer._click.globals import get_current_context
-except ImportError:  # pragma: no cover - click-based Typer.
-    from click import get_current_context
+from ._console import print_error
 
 #: Suffixes of the config files we read.
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 #: Prefix of the environment variable of each flag: ``--batch-size`` -> ``SIMCLR_BATCH_SIZE``.
 ENVIRONMENT_PREFIX = "SIMCLR_"
 #: Variables the package already reads as switches of its own (``SIMCLR_SYNC_BN=reference`` picks
-#: the reference synchronised batch norm, see ``core/_env.py``); a flag of the same name gets no
-#: variable.
+#: the reference synchronised batch norm); a flag of the same name gets no variable.
 RESERVED_VARIABLES = _env.NAMES
 #: Core field names (as in a run's config.toml) that the command line spells differently.
 CORE_NAMES = {"learning_rate": "lr", "sync_batch_norm": "sync_bn"}
@@ -77,6 +73,10 @@ def _long_flag(parameter: Any) -> str | None:
 
 def _is_option(parameter: Any) -> bool:
     return getattr(parameter, "param_type_name", "") == "option"
+
+
+def _takes_several(parameter: Any) -> bool:
+    return bool(getattr(parameter, "multiple", False)) or parameter.nargs == -1
 
 
 def _keys_of(command: Any) -> dict[str, Any]:
@@ -123,55 +123,6 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold keys and values (a table or mapping)")
     return data
-
-
-def _checked_value(parameter: Any, value: Any) -> Any:
-    """``value`` if its type suits ``parameter``, as click expects it; else raise TypeError."""
-    if getattr(parameter, "multiple", False) or getattr(parameter, "nargs", 1) == -1:
-        items = value if isinstance(value, list | tuple) else [value]
-        return [_checked_scalar(parameter, item) for item in items]
-    return _checked_scalar(parameter, value)
-
-
-def _kind(parameter: Any) -> tuple[str, list[str] | None]:
-    """What a parameter takes: integer, float, boolean or text, and its choices if any."""
-    # Recent Typer describes a parameter by its annotation; click-based Typer by a click type.
-    annotation = getattr(getattr(parameter, "type_descriptor", None), "annotation", None)
-    if annotation is not None:
-        if isinstance(annotation, type) and issubclass(annotation, Enum):
-            return "text", [str(item.value) for item in annotation]
-        kinds = {bool: "boolean", int: "integer", float: "float"}
-        return kinds.get(annotation, "text"), None
-    click_type = getattr(parameter, "type", None)
-    name = str(getattr(click_type, "name", "text"))
-    choices = getattr(click_type, "choices", None)
-    kind = next((k for k in ("integer", "float", "boolean") if name.startswith(k)), "text")
-    return kind, None if choices is None else [str(choice) for choice in choices]
-
-
-def _checked_scalar(parameter: Any, value: Any) -> Any:
-    kind, choices = _kind(parameter)
-    if isinstance(value, dict | list | tuple):
-        raise TypeError("a single value")
-    if kind == "integer":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError("a whole number")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError("a number")
-        return value
-    if kind == "boolean":
-        if not isinstance(value, bool):
-            raise TypeError("true or false")
-        return value
-    # Text, paths and choices; a number is fine where text is expected (--gpus 2, a duration).
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise TypeError("text")
-    text = value if isinstance(value, str) else str(value)
-    if choices is not None and text not in choices:
-        raise TypeError("one of " + ", ".join(choices))
-    return text
 
 
 def _command_names(ctx: Any) -> dict[str, Any]:
@@ -226,13 +177,19 @@ def config_defaults(ctx: Any, path: Path) -> dict[str, Any]:
                 raise ConfigError(
                     f"config file {path}: unknown key {scope}{key} for simclr {name}{suggestion}"
                 )
+            if _takes_several(parameter) and not isinstance(value, list):
+                value = [value]  # `logger = "csv"` for a flag that can be repeated.
             try:
-                checked = _checked_value(parameter, value)
-            except TypeError as expected:
+                # The flag's own conversion, so that a file accepts what the command line does.
+                parameter.process_value(ctx, value)
+            except (typer.BadParameter, TypeError, ValueError) as refused:
+                # Older click lets a TypeError out of int([1, 2]); both mean "not this value".
+                reason = getattr(refused, "message", str(refused))
                 raise ConfigError(
-                    f"config file {path}: {scope}{key} = {value!r} should be {expected}"
+                    f"config file {path}: {scope}{key} = {value!r} does not suit "
+                    f"{_long_flag(parameter) or parameter.name.upper()}: {reason}"
                 ) from None
-            values[parameter.name] = checked
+            values[parameter.name] = value
             keys[parameter.name] = f"{scope}{key}"
     ctx.meta[SOURCE_KEYS] = keys
     return values
@@ -245,36 +202,36 @@ def _load_config(ctx: typer.Context, value: str | None) -> None:
     try:
         defaults = config_defaults(ctx, Path(value))
     except ConfigError as error:
+        # Raised while click parses the flags, before the command (and its error handling) runs.
         print_error(str(error))
-        raise typer.Exit(2) from None
+        raise typer.Exit(error.exit_code) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta[SOURCE_FILE] = str(value)
 
 
-def _current_context() -> Any:
-    return get_current_context(silent=True)
+def describe_source(ctx: Any, flag: str | None) -> str:
+    """Where the value of ``flag`` came from, when the user has to know it to fix an error.
 
+    Args:
+        ctx: The context of the running command.
+        flag: The long flag a core error is about (``SimCLRError.flag``), or ``None``.
 
-def describe_source(message: str) -> str:
-    """Say which config file key or environment variable set the flag an error names.
-
-    A core error names the flag (``--image-size 0 is too small``); when the value came from
-    ``--config`` or ``SIMCLR_<FLAG>``, the user has to know where to fix it.
+    Returns:
+        `` (set by KEY in config file FILE)`` or `` (set by the environment variable NAME)``
+        when ``--config`` or ``SIMCLR_<FLAG>`` set the flag, else an empty string.
     """
-    ctx = _current_context()
-    if ctx is None:
-        return message
-    for parameter in ctx.command.params:
-        flag = _long_flag(parameter)
-        if not flag or not re.search(re.escape(flag) + r"(?![\w-])", message):
-            continue
-        source = getattr(ctx.get_parameter_source(parameter.name), "name", "")
-        if source == "DEFAULT_MAP" and parameter.name in ctx.meta.get(SOURCE_KEYS, {}):
-            key = ctx.meta[SOURCE_KEYS][parameter.name]
-            return f"{message} (set by {key} in config file {ctx.meta.get(SOURCE_FILE)})"
-        if source == "ENVIRONMENT":
-            return f"{message} (set by the environment variable {parameter.envvar})"
-    return message
+    parameter = next(
+        (item for item in ctx.command.params if flag is not None and flag in item.opts), None
+    )
+    if parameter is None or parameter.name is None:
+        return ""
+    source = getattr(ctx.get_parameter_source(parameter.name), "name", "")
+    keys = ctx.meta.get(SOURCE_KEYS, {})
+    if source == "DEFAULT_MAP" and parameter.name in keys:
+        return f" (set by {keys[parameter.name]} in config file {ctx.meta.get(SOURCE_FILE)})"
+    if source == "ENVIRONMENT":
+        return f" (set by the environment variable {parameter.envvar})"
+    return ""
 
 
 def add_config_support(command: Any) -> None:

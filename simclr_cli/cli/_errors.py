@@ -1,19 +1,23 @@
-"""Turning core errors into one red line and an exit code, at the edge of the program."""
+"""Turning errors into one red line and an exit code, at the edge of the program.
+
+Every command of the application is a ``ReportingCommand`` (``app.command(cls=...)``), so no
+command needs error handling of its own.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from rich.markup import escape
+import typer.core
 
 from ..core import _env
 from ..core.errors import ConfigError, SimCLRError
-from . import _console
+from ._config import describe_source
+from ._console import print_error
 
-F = TypeVar("F", bound=Callable[..., Any])
+#: The line printed for an out-of-memory error, wherever it was raised.
+OUT_OF_MEMORY = "out of memory; lower --batch-size or --image-size"
 
 
 def debug_enabled() -> bool:
@@ -25,36 +29,31 @@ def debug_enabled() -> bool:
     return _env.debug()
 
 
-def print_error(message: str) -> None:
-    """Print one red error line on stderr."""
-    _console.stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+class ReportingCommand(typer.core.TyperCommand):
+    """Typer's command, ending every error with one red line on stderr and an exit code.
 
-
-def handle_errors(command: F) -> F:
-    """Wrap a command so that errors end it with one line and an exit code, not a traceback.
-
-    ``SimCLRError`` exits with its ``exit_code`` (1 for input, 2 for usage); an unexpected error
-    exits 1 with its type and message; Ctrl-C exits 130. ``SIMCLR_DEBUG=1`` re-raises instead.
-    A ``SIMCLR_*`` switch with a value it cannot take ends the command first, with exit code 2.
+    ``SimCLRError`` exits with its ``exit_code`` (1 for input, 2 for usage) and, when the flag
+    it names (``error.flag``) was set by a config file or a ``SIMCLR_<FLAG>`` variable, says
+    which; an unexpected error exits 1 with its type and message; Ctrl-C exits 130.
+    ``SIMCLR_DEBUG=1`` re-raises instead, for the traceback. A ``SIMCLR_*`` switch with a value
+    it cannot take ends the command first, with exit code 2.
     """
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    # ``Any``: Typer hands over its own click context, whose class is not part of its public API.
+    def invoke(self, ctx: Any) -> Any:
         try:
             _env.check_all()  # A SIMCLR_* switch it cannot read is one line, before any work.
         except ConfigError as error:
             print_error(str(error))
             raise typer.Exit(error.exit_code) from None
         try:
-            return command(*args, **kwargs)
+            return super().invoke(ctx)
         except (typer.Exit, typer.Abort):
             raise
         except SimCLRError as error:
             if debug_enabled():
                 raise
-            from ._config import describe_source  # Here: _config imports this module.
-
-            print_error(describe_source(str(error)))
+            print_error(str(error) + describe_source(ctx, error.flag))
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             if debug_enabled():
@@ -64,19 +63,17 @@ def handle_errors(command: F) -> F:
         except MemoryError:
             if debug_enabled():
                 raise
-            print_error("out of memory; lower --batch-size or --image-size")
+            print_error(OUT_OF_MEMORY)
             raise typer.Exit(1) from None
         except Exception as error:
             if debug_enabled():
                 raise
             text = str(error).strip().splitlines()[0] if str(error).strip() else ""
             if "out of memory" in text.lower():
-                print_error("out of memory; lower --batch-size or --image-size")
+                print_error(OUT_OF_MEMORY)
             else:
                 print_error(
                     f"unexpected {type(error).__name__}: {text} "
                     "(run again with SIMCLR_DEBUG=1 for the traceback)"
                 )
             raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]

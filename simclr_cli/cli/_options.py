@@ -1,9 +1,15 @@
-"""Flags shared by several commands, declared once as ``Annotated`` aliases."""
+"""Flags shared by several commands, declared once as ``Annotated`` aliases, and their defaults.
+
+A flag's default is the default of the config field it fills (``default_of(EmbedConfig,
+"batch_size")``), so that the command line and the Python API cannot drift apart;
+``tests/cli/test_options.py`` checks every flag of every command against its field.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +30,31 @@ PRESET_AUTO_TEXT = f"cifar at {CIFAR_PRESET_MAX_SIZE} px and below"
 #: "64 px": the side up to which images are CIFAR-like (stem, preset).
 SMALL_IMAGE_TEXT = f"{SMALL_IMAGE_SIZE} px"
 
+
+def default_of(config_class: type, name: str) -> Any:
+    """The default of the field ``name`` of the config dataclass ``config_class``.
+
+    Args:
+        config_class: A dataclass of ``core/config.py``, such as ``PretrainConfig``.
+        name: One of its fields, such as ``"batch_size"``.
+
+    Returns:
+        The field's default, or a fresh value of its default factory (``[]`` for a list).
+
+    Raises:
+        KeyError: When the class has no such field or the field has no default.
+    """
+    for item in dataclasses.fields(config_class):
+        if item.name != name:
+            continue
+        if item.default is not dataclasses.MISSING:
+            return item.default
+        if item.default_factory is not dataclasses.MISSING:
+            return item.default_factory()
+        raise KeyError(f"{config_class.__name__}.{name} has no default")
+    raise KeyError(f"{config_class.__name__} has no field {name!r}")
+
+
 ModelArgument = Annotated[
     Path,
     typer.Argument(help="A model.safetensors written by `simclr pretrain`.", show_default=False),
@@ -35,7 +66,9 @@ DeviceOption = Annotated[
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print only the final line; no progress.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
+]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed of the run.")]
 ImageSizeOption = Annotated[
     int, typer.Option("--image-size", help="Side of the square training images in pixels.")

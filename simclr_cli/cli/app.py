@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -12,10 +13,12 @@ from . import export as export_cli
 from . import info as info_cli
 from . import report as report_cli
 from ._config import ConfigurableGroup
+from ._errors import ReportingCommand
 
 app = typer.Typer(
     name="simclr",
-    # Every command gets --config FILE and SIMCLR_<FLAG> environment variables (see _config.py).
+    # Every command gets --config FILE and SIMCLR_<FLAG> environment variables (see _config.py);
+    # every command is a ReportingCommand, whose errors end in one red line (see _errors.py).
     cls=ConfigurableGroup,
     help="SimCLR contrastive pretraining for any folder of unlabeled images.\n\n"
     "Start with [bold]simclr demo[/], then [bold]simclr pretrain ./images --out runs/first[/].",
@@ -26,16 +29,21 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-app.command("pretrain", epilog=pretrain.EPILOG)(pretrain.pretrain_command)
-app.command("embed", epilog=embed.EPILOG)(embed.embed_command)
-app.command("demo")(demo.demo_command)
-app.command("probe", epilog=probe.EPILOG)(probe.probe_command)
-app.command("finetune", epilog=finetune.EPILOG)(finetune.finetune_command)
-app.command("predict", epilog=predict.EPILOG)(predict.predict_command)
-app.command("visualize-aug", epilog=visualize_aug.EPILOG)(visualize_aug.visualize_aug_command)
-app.command("report", epilog=report_cli.EPILOG)(report_cli.report_command)
-app.command("info", epilog=info_cli.EPILOG)(info_cli.info_command)
-app.command("export", epilog=export_cli.EPILOG)(export_cli.export_command)
+#: (name, function, examples shown under --help) of every command, in the order of --help.
+COMMANDS: list[tuple[str, Callable[..., None], str | None]] = [
+    ("pretrain", pretrain.pretrain_command, pretrain.EPILOG),
+    ("embed", embed.embed_command, embed.EPILOG),
+    ("demo", demo.demo_command, None),
+    ("probe", probe.probe_command, probe.EPILOG),
+    ("finetune", finetune.finetune_command, finetune.EPILOG),
+    ("predict", predict.predict_command, predict.EPILOG),
+    ("visualize-aug", visualize_aug.visualize_aug_command, visualize_aug.EPILOG),
+    ("report", report_cli.report_command, report_cli.EPILOG),
+    ("info", info_cli.info_command, info_cli.EPILOG),
+    ("export", export_cli.export_command, export_cli.EPILOG),
+]
+for name, function, epilog in COMMANDS:
+    app.command(name, cls=ReportingCommand, epilog=epilog)(function)
 
 
 def _version(value: bool) -> None:

@@ -14,8 +14,7 @@ from rich.table import Table
 from ..core.config import DemoConfig
 from ..core.demo import DemoResult, run_demo
 from . import _console
-from ._errors import handle_errors
-from ._options import JsonOption, QuietOption, SeedOption
+from ._options import JsonOption, QuietOption, SeedOption, default_of
 from ._progress import create_progress
 
 
@@ -39,13 +38,15 @@ def render_result(result: DemoResult) -> Table:
     return table
 
 
-@handle_errors
 def demo_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the data and the run.")
-    ] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option("--steps", help="Pretraining steps.")] = 200,
-    seed: SeedOption = 0,
+    ] = default_of(DemoConfig, "out"),
+    steps: Annotated[
+        int,
+        typer.Option("--steps", help="Pretraining steps."),
+    ] = default_of(DemoConfig, "max_steps"),
+    seed: SeedOption = default_of(DemoConfig, "seed"),
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:

@@ -13,12 +13,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core._io import check_png_path
-from ..core.config import DeviceName, EmbedConfig
+from ..core.config import EmbedConfig
 from ..core.eval.embed import EmbedResult, embed, write_embeddings
 from ..core.viz.embedding_map import MapMethod, save_embedding_map
 from . import _console
-from ._errors import handle_errors
-from ._options import BatchSizeOption, DeviceOption, JsonOption, ModelArgument, QuietOption
+from ._options import (
+    BatchSizeOption,
+    DeviceOption,
+    JsonOption,
+    ModelArgument,
+    QuietOption,
+    default_of,
+)
 from ._progress import create_progress
 
 EPILOG = """[bold]Examples[/]
@@ -52,7 +58,6 @@ def render_table(result: EmbedResult, *, first: int = 4) -> Table:
     return table
 
 
-@handle_errors
 def embed_command(
     model: ModelArgument,
     inputs: Annotated[
@@ -66,7 +71,7 @@ def embed_command(
         typer.Option(
             "--projection", help="Embed with the projection head instead of backbone features."
         ),
-    ] = False,
+    ] = default_of(EmbedConfig, "projection"),
     output: Annotated[
         Path | None,
         typer.Option(
@@ -85,8 +90,8 @@ def embed_command(
         ),
     ] = MapMethod.auto,
     as_json: JsonOption = False,
-    batch_size: BatchSizeOption = 64,
-    device: DeviceOption = DeviceName.auto,
+    batch_size: BatchSizeOption = default_of(EmbedConfig, "batch_size"),
+    device: DeviceOption = default_of(EmbedConfig, "device"),
     quiet: QuietOption = False,
 ) -> None:
     """Embed images with a pretrained model. [dim]simclr embed model.safetensors photo.jpg[/]"""
@@ -104,11 +109,20 @@ def embed_command(
     if output is not None:
         write_embeddings(result, output)
     if as_json:
-        rows = [
-            {"path": str(p), "embedding": e.tolist()}
-            for p, e in zip(result.paths, result.embeddings, strict=True)
-        ]
-        sys.stdout.write(json.dumps(rows) + "\n")
+        document = {
+            "model": str(model),
+            "backbone": result.metadata.backbone,
+            "projection": result.projection,
+            "dimension": int(result.embeddings.shape[1]),
+            "output": None if output is None else str(output),
+            "map": None if map_path is None else str(map_path),
+            "map_method": None if map_path is None else str(drawn.method),
+            "embeddings": [
+                {"path": str(path), "embedding": row.tolist()}
+                for path, row in zip(result.paths, result.embeddings, strict=True)
+            ],
+        }
+        sys.stdout.write(json.dumps(document) + "\n")
     elif output is not None:
         _console.stdout.print(
             f"Wrote {len(result.paths)} embeddings of dimension {result.embeddings.shape[1]} to "

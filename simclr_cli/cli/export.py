@@ -13,8 +13,7 @@ from rich.markup import escape
 from ..core.config import ExportConfig, ExportFormat
 from ..core.export.exporter import export_model
 from . import _console
-from ._errors import handle_errors
-from ._options import JsonOption, ModelArgument, QuietOption
+from ._options import JsonOption, ModelArgument, QuietOption, default_of
 from ._progress import create_progress
 
 EPILOG = """[bold]Examples[/]
@@ -29,7 +28,6 @@ EPILOG = """[bold]Examples[/]
 """
 
 
-@handle_errors
 def export_command(
     model: ModelArgument,
     format: Annotated[
@@ -45,7 +43,7 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write.", show_default=False)],
     force: Annotated[
         bool, typer.Option("--force", help="Write into a folder that is not empty.")
-    ] = False,
+    ] = default_of(ExportConfig, "force"),
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:

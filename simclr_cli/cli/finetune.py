@@ -10,10 +10,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..core.config import DeviceName, FinetuneConfig, Precision
+from ..core.config import FinetuneConfig, Precision
 from ..core.eval.finetune import finetune
 from . import _console
-from ._errors import handle_errors
 from ._options import (
     BatchSizeOption,
     DeviceOption,
@@ -24,6 +23,7 @@ from ._options import (
     TrainFolderOption,
     ValFractionOption,
     WorkersOption,
+    default_of,
 )
 from ._progress import create_progress
 
@@ -38,15 +38,14 @@ EPILOG = """[bold]Examples[/]
 """
 
 
-@handle_errors
 def finetune_command(
     model: ModelArgument,
     train: TrainFolderOption = ...,
     val: Annotated[
         Path | None,
         typer.Option("--val", help="Labelled folder scored after each epoch; same classes."),
-    ] = None,
-    val_fraction: ValFractionOption = 0.2,
+    ] = default_of(FinetuneConfig, "val"),
+    val_fraction: ValFractionOption = default_of(FinetuneConfig, "val_fraction"),
     out: Annotated[
         Path | None,
         typer.Option(
@@ -55,8 +54,11 @@ def finetune_command(
             help="Classifier file to write (default: classifier.safetensors beside MODEL).",
             show_default=False,
         ),
-    ] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the labelled images.")] = 10,
+    ] = default_of(FinetuneConfig, "out"),
+    epochs: Annotated[
+        int,
+        typer.Option(help="Passes over the labelled images."),
+    ] = default_of(FinetuneConfig, "epochs"),
     lr: Annotated[
         float | None,
         typer.Option(
@@ -64,36 +66,39 @@ def finetune_command(
             help="Peak learning rate of SGD (default: 0.05 x batch/256, 0.1 x batch/256 with "
             "--freeze-backbone); cosine decay.",
         ),
-    ] = None,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
+    ] = default_of(FinetuneConfig, "learning_rate"),
+    weight_decay: Annotated[
+        float,
+        typer.Option(help="Weight decay."),
+    ] = default_of(FinetuneConfig, "weight_decay"),
     from_head_layer: Annotated[
         int,
         typer.Option(
             help="Put the classifier after this many projection-head layers (SimCLR v2: 1).",
         ),
-    ] = 0,
+    ] = default_of(FinetuneConfig, "from_head_layer"),
     freeze_backbone: Annotated[
         bool,
         typer.Option(
             "--freeze-backbone", help="Train only the classifier (the linear evaluation protocol)."
         ),
-    ] = False,
+    ] = default_of(FinetuneConfig, "freeze_backbone"),
     label_fraction: Annotated[
         float,
         typer.Option(
             help="Keep this class-balanced, seeded share of the train labels (e.g. 0.01, 0.1)."
         ),
-    ] = 1.0,
-    batch_size: BatchSizeOption = 128,
+    ] = default_of(FinetuneConfig, "label_fraction"),
+    batch_size: BatchSizeOption = default_of(FinetuneConfig, "batch_size"),
     precision: Annotated[
         Precision, typer.Option(help="auto: bf16 where the device runs it natively, else fp32.")
-    ] = Precision.auto,
-    device: DeviceOption = DeviceName.auto,
-    workers: WorkersOption = None,
-    seed: SeedOption = 0,
+    ] = default_of(FinetuneConfig, "precision"),
+    device: DeviceOption = default_of(FinetuneConfig, "device"),
+    workers: WorkersOption = default_of(FinetuneConfig, "workers"),
+    seed: SeedOption = default_of(FinetuneConfig, "seed"),
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing classifier file.")
-    ] = False,
+    ] = default_of(FinetuneConfig, "force"),
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:

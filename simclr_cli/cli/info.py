@@ -13,7 +13,6 @@ from rich.table import Table
 
 from ..core.model.info import ModelInfo, read_model_info
 from . import _console
-from ._errors import handle_errors
 from ._options import JsonOption
 
 EPILOG = """[bold]Examples[/]
@@ -90,7 +89,6 @@ def render_table(info: ModelInfo) -> Table:
     return table
 
 
-@handle_errors
 def info_command(
     model: Annotated[
         Path,
@@ -107,6 +105,6 @@ def info_command(
     """
     info = read_model_info(model)
     if as_json:
-        sys.stdout.write(json.dumps(info.to_dict(), indent=2) + "\n")
+        sys.stdout.write(json.dumps(info.to_dict()) + "\n")
     else:
         _console.stdout.print(render_table(info))

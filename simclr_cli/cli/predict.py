@@ -11,11 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..core.config import DeviceName, PredictConfig
+from ..core.config import PredictConfig
 from ..core.eval.predict import PredictResult, predict, write_predictions
 from . import _console
-from ._errors import handle_errors
-from ._options import BatchSizeOption, DeviceOption, JsonOption, QuietOption
+from ._options import BatchSizeOption, DeviceOption, JsonOption, QuietOption, default_of
 from ._progress import create_progress
 
 EPILOG = """[bold]Examples[/]
@@ -46,7 +45,6 @@ def render_table(result: PredictResult) -> Table:
     return table
 
 
-@handle_errors
 def predict_command(
     classifier: Annotated[
         Path,
@@ -60,14 +58,16 @@ def predict_command(
             help="Image files and/or folders (searched recursively).", show_default=False
         ),
     ],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes reported per image.")] = 5,
+    top_k: Annotated[
+        int, typer.Option("--top-k", "-k", help="Classes reported per image.")
+    ] = default_of(PredictConfig, "top_k"),
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Write to .csv or .jsonl (by suffix)."),
     ] = None,
     as_json: JsonOption = False,
-    batch_size: BatchSizeOption = 64,
-    device: DeviceOption = DeviceName.auto,
+    batch_size: BatchSizeOption = default_of(PredictConfig, "batch_size"),
+    device: DeviceOption = default_of(PredictConfig, "device"),
     quiet: QuietOption = False,
 ) -> None:
     """Classify images with a fine-tuned classifier.
@@ -81,7 +81,14 @@ def predict_command(
     if output is not None:
         write_predictions(result, output)
     if as_json:
-        sys.stdout.write(json.dumps(result.to_records()) + "\n")
+        document = {
+            "classifier": str(classifier),
+            "classes": list(result.classes),
+            "top_k": result.top_k,
+            "output": None if output is None else str(output),
+            "images": result.to_records(),
+        }
+        sys.stdout.write(json.dumps(document) + "\n")
     elif output is not None:
         _console.stdout.print(
             f"Wrote top-{result.top_k} predictions of {len(result.paths)} images to "

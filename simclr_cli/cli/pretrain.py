@@ -14,7 +14,6 @@ from ..core._io import format_duration, parse_duration
 from ..core.config import (
     BadImagePolicy,
     CacheMode,
-    DeviceName,
     HeadVersion,
     LoggerName,
     LRScaling,
@@ -29,7 +28,6 @@ from ..core.errors import RunInterrupted
 from ..core.train.loop import pretrain
 from ..core.train.run_folder import SKIPPED_FILE
 from . import _console
-from ._errors import handle_errors
 from ._options import (
     PRESET_AUTO_TEXT,
     SMALL_IMAGE_TEXT,
@@ -42,6 +40,7 @@ from ._options import (
     QuietOption,
     SeedOption,
     WorkersOption,
+    default_of,
 )
 from ._progress import create_progress
 
@@ -74,7 +73,6 @@ EPILOG = """[bold]Examples[/]
 """
 
 
-@handle_errors
 def pretrain_command(
     data: Annotated[
         Path,
@@ -84,10 +82,10 @@ def pretrain_command(
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Run folder to write.", rich_help_panel=RUN)
-    ] = Path("runs/simclr"),
+    ] = default_of(PretrainConfig, "out"),
     backbone: Annotated[
         str, typer.Option(help="Any timm model name.", rich_help_panel=MODEL)
-    ] = "resnet18",
+    ] = default_of(PretrainConfig, "backbone"),
     stem: Annotated[
         Stem,
         typer.Option(
@@ -95,28 +93,28 @@ def pretrain_command(
             f"{SMALL_IMAGE_TEXT} and below.",
             rich_help_panel=MODEL,
         ),
-    ] = Stem.auto,
+    ] = default_of(PretrainConfig, "stem"),
     init_weights: Annotated[
         Path | None,
         typer.Option(help="Local timm .safetensors weights to start from.", rich_help_panel=MODEL),
-    ] = None,
+    ] = default_of(PretrainConfig, "init_weights"),
     head: Annotated[
         HeadVersion,
         typer.Option(
             help="Projection head: v1 (2 layers) or v2 (3 layers).", rich_help_panel=MODEL
         ),
-    ] = HeadVersion.v2,
+    ] = default_of(PretrainConfig, "head"),
     head_hidden_dim: Annotated[
         int | None,
         typer.Option(
             help="Hidden size of the head (default: the backbone's feature size).",
             rich_help_panel=MODEL,
         ),
-    ] = None,
+    ] = default_of(PretrainConfig, "head_hidden_dim"),
     head_output_dim: Annotated[
         int, typer.Option(help="Size of the projections.", rich_help_panel=MODEL)
-    ] = 128,
-    image_size: ImageSizeOption = 224,
+    ] = default_of(PretrainConfig, "head_output_dim"),
+    image_size: ImageSizeOption = default_of(PretrainConfig, "image_size"),
     preset: Annotated[
         Preset,
         typer.Option(
@@ -124,7 +122,7 @@ def pretrain_command(
             f"{PRESET_AUTO_TEXT}.",
             rich_help_panel=AUGMENT,
         ),
-    ] = Preset.auto,
+    ] = default_of(PretrainConfig, "preset"),
     color_strength: Annotated[
         float | None,
         typer.Option(
@@ -132,7 +130,7 @@ def pretrain_command(
             f"{STRENGTH_DEFAULTS_TEXT}).",
             rich_help_panel=AUGMENT,
         ),
-    ] = None,
+    ] = default_of(PretrainConfig, "color_strength"),
     temperature: Annotated[
         float,
         typer.Option(
@@ -140,14 +138,14 @@ def pretrain_command(
             "beat 0.5, 0.2 and 0.05 in our short runs).",
             rich_help_panel=OPTIMISE,
         ),
-    ] = 0.1,
+    ] = default_of(PretrainConfig, "temperature"),
     optimizer: Annotated[
         OptimizerName,
         typer.Option(
             help="Optimiser; LARS excludes biases and norms from adaptation and weight decay.",
             rich_help_panel=OPTIMISE,
         ),
-    ] = OptimizerName.lars,
+    ] = default_of(PretrainConfig, "optimizer"),
     lr: Annotated[
         float | None,
         typer.Option(
@@ -156,7 +154,7 @@ def pretrain_command(
             "scaling, 0.06 sgd, 0.001 adamw).",
             rich_help_panel=OPTIMISE,
         ),
-    ] = None,
+    ] = default_of(PretrainConfig, "learning_rate"),
     lr_scaling: Annotated[
         LRScaling,
         typer.Option(
@@ -165,31 +163,31 @@ def pretrain_command(
             "we measured (benchmarks/RESULTS.md).",
             rich_help_panel=OPTIMISE,
         ),
-    ] = LRScaling.sqrt,
+    ] = default_of(PretrainConfig, "lr_scaling"),
     weight_decay: Annotated[
         float | None,
         typer.Option(
             help="Weight decay (default: 1e-6 lars, 5e-4 sgd, 1e-4 adamw).",
             rich_help_panel=OPTIMISE,
         ),
-    ] = None,
+    ] = default_of(PretrainConfig, "weight_decay"),
     warmup_fraction: Annotated[
         float,
         typer.Option(
             help="Share of the steps spent in linear warm-up before cosine decay.",
             rich_help_panel=OPTIMISE,
         ),
-    ] = 0.1,
+    ] = default_of(PretrainConfig, "warmup_fraction"),
     epochs: Annotated[
         int, typer.Option(help="Passes over the data.", rich_help_panel=OPTIMISE)
-    ] = 100,
+    ] = default_of(PretrainConfig, "epochs"),
     max_steps: Annotated[
         int | None,
         typer.Option(
             help="Stop after this many steps (overrides --epochs).", rich_help_panel=OPTIMISE
         ),
-    ] = None,
-    batch_size: BatchSizeOption = 256,
+    ] = default_of(PretrainConfig, "max_steps"),
+    batch_size: BatchSizeOption = default_of(PretrainConfig, "batch_size"),
     accumulate: Annotated[
         int,
         typer.Option(
@@ -199,14 +197,14 @@ def pretrain_command(
             "each step costs one extra forward pass. Batch norm statistics are per micro-batch.",
             rich_help_panel=OPTIMISE,
         ),
-    ] = 1,
+    ] = default_of(PretrainConfig, "accumulate"),
     precision: Annotated[
         Precision,
         typer.Option(
             help="auto: bf16 where the device runs it natively, else fp32.", rich_help_panel=RUN
         ),
-    ] = Precision.auto,
-    device: DeviceOption = DeviceName.auto,
+    ] = default_of(PretrainConfig, "precision"),
+    device: DeviceOption = default_of(PretrainConfig, "device"),
     gpus: Annotated[
         str | None,
         typer.Option(
@@ -217,7 +215,7 @@ def pretrain_command(
             rich_help_panel=PROCESSES,
             show_default=False,
         ),
-    ] = None,
+    ] = default_of(PretrainConfig, "gpus"),
     cpu_processes: Annotated[
         int | None,
         typer.Option(
@@ -227,7 +225,7 @@ def pretrain_command(
             rich_help_panel=PROCESSES,
             show_default=False,
         ),
-    ] = None,
+    ] = default_of(PretrainConfig, "cpu_processes"),
     sync_bn: Annotated[
         bool,
         typer.Option(
@@ -236,8 +234,8 @@ def pretrain_command(
             "process.",
             rich_help_panel=PROCESSES,
         ),
-    ] = True,
-    workers: WorkersOption = None,
+    ] = default_of(PretrainConfig, "sync_batch_norm"),
+    workers: WorkersOption = default_of(PretrainConfig, "workers"),
     cache: Annotated[
         CacheMode,
         typer.Option(
@@ -245,7 +243,7 @@ def pretrain_command(
             "the free memory), ram (always) or off (decode every epoch).",
             rich_help_panel=RUN,
         ),
-    ] = CacheMode.auto,
+    ] = default_of(PretrainConfig, "cache"),
     compile_model: Annotated[
         bool,
         typer.Option(
@@ -254,13 +252,13 @@ def pretrain_command(
             "won back in our measurements).",
             rich_help_panel=RUN,
         ),
-    ] = False,
-    seed: SeedOption = 0,
+    ] = default_of(PretrainConfig, "compile"),
+    seed: SeedOption = default_of(PretrainConfig, "seed"),
     log_every: Annotated[
         int, typer.Option(help="Steps between lines of metrics.jsonl.", rich_help_panel=RUN)
-    ] = 10,
+    ] = default_of(PretrainConfig, "log_every"),
     loggers: Annotated[
-        list[LoggerName] | None,
+        list[LoggerName],
         typer.Option(
             "--logger",
             help="Also log the metrics.jsonl values to RUN/metrics.csv (csv) or RUN/tensorboard/ "
@@ -268,13 +266,13 @@ def pretrain_command(
             rich_help_panel=RUN,
             show_default=False,
         ),
-    ] = None,
+    ] = default_of(PretrainConfig, "loggers"),
     force: Annotated[
         bool,
         typer.Option(
             "--force", help="Replace the files of an existing run in --out.", rich_help_panel=RUN
         ),
-    ] = False,
+    ] = default_of(PretrainConfig, "force"),
     resume: Annotated[
         bool,
         typer.Option(
@@ -283,7 +281,7 @@ def pretrain_command(
             "starts it when there is none yet).",
             rich_help_panel=RUN,
         ),
-    ] = False,
+    ] = default_of(PretrainConfig, "resume"),
     checkpoint_every: Annotated[
         str,
         typer.Option(
@@ -292,7 +290,7 @@ def pretrain_command(
             "10m, 1h30m), and at the end.",
             rich_help_panel=RUN,
         ),
-    ] = "10m",
+    ] = default_of(PretrainConfig, "checkpoint_every"),
     on_bad_image: Annotated[
         BadImagePolicy,
         typer.Option(
@@ -300,7 +298,7 @@ def pretrain_command(
             help="skip: leave unreadable files out (listed in RUN/skipped.txt); fail: stop.",
             rich_help_panel=RUN,
         ),
-    ] = BadImagePolicy.skip,
+    ] = default_of(PretrainConfig, "on_bad_image"),
     time_budget: Annotated[
         str | None,
         typer.Option(
@@ -309,7 +307,7 @@ def pretrain_command(
             rich_help_panel=RUN,
             show_default=False,
         ),
-    ] = None,
+    ] = default_of(PretrainConfig, "time_budget"),
     val: Annotated[
         Path | None,
         typer.Option(
@@ -317,14 +315,14 @@ def pretrain_command(
             rich_help_panel=RUN,
             show_default=False,
         ),
-    ] = None,
+    ] = default_of(PretrainConfig, "val"),
     eval_every: Annotated[
         int,
         typer.Option(
             help="Steps between kNN evaluations on --val (kept under 10% of the time).",
             rich_help_panel=RUN,
         ),
-    ] = 100,
+    ] = default_of(PretrainConfig, "eval_every"),
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -373,7 +371,7 @@ def pretrain_command(
         eval_every=eval_every,
         cache=cache,
         compile=compile_model,
-        loggers=loggers or [],
+        loggers=list(loggers),
     )
     # Under torchrun every rank runs this command; rank 0 alone draws and prints.
     main = is_main_process()

@@ -11,11 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..core.config import DeviceName, ProbeConfig, Stem
+from ..core.config import ProbeConfig, Stem
 from ..core.eval.probe import ProbeResult, probe
 from ..core.train.loop import default_workers
 from . import _console
-from ._errors import handle_errors
 from ._options import (
     BatchSizeOption,
     DeviceOption,
@@ -25,6 +24,7 @@ from ._options import (
     TrainFolderOption,
     ValFractionOption,
     WorkersOption,
+    default_of,
 )
 from ._progress import create_progress
 
@@ -59,7 +59,6 @@ def render_table(result: ProbeResult) -> Table:
     return table
 
 
-@handle_errors
 def probe_command(
     model: Annotated[
         Path | None,
@@ -68,44 +67,51 @@ def probe_command(
             "baseline).",
             show_default=False,
         ),
-    ] = None,
+    ] = default_of(ProbeConfig, "model"),
     train: TrainFolderOption = ...,
     val: Annotated[
         Path | None,
         typer.Option("--val", help="Labelled folder scored; same class sub-folders as --train."),
-    ] = None,
-    val_fraction: ValFractionOption = 0.2,
+    ] = default_of(ProbeConfig, "val"),
+    val_fraction: ValFractionOption = default_of(ProbeConfig, "val_fraction"),
     backbone: Annotated[
         str | None,
         typer.Option(help="Baseline: a timm model name.", rich_help_panel=BASELINE),
-    ] = None,
+    ] = default_of(ProbeConfig, "backbone"),
     random_init: Annotated[
         bool,
         typer.Option(
             "--random-init", help="Baseline: random weights (seeded).", rich_help_panel=BASELINE
         ),
-    ] = False,
+    ] = default_of(ProbeConfig, "random_init"),
     init_weights: Annotated[
         Path | None,
         typer.Option(
             help="Baseline: local timm .safetensors weights, e.g. supervised ones.",
             rich_help_panel=BASELINE,
         ),
-    ] = None,
+    ] = default_of(ProbeConfig, "init_weights"),
     stem: Annotated[
         Stem, typer.Option(help="Baseline: ResNet stem.", rich_help_panel=BASELINE)
-    ] = Stem.auto,
+    ] = default_of(ProbeConfig, "stem"),
     image_size: Annotated[
         int,
         typer.Option(help="Baseline: side of the input images.", rich_help_panel=BASELINE),
-    ] = 224,
-    k: Annotated[int, typer.Option("--k", help="Neighbours of the kNN vote.")] = 200,
-    knn_temperature: Annotated[float, typer.Option(help="Temperature of the kNN vote.")] = 0.1,
+    ] = default_of(ProbeConfig, "image_size"),
+    k: Annotated[
+        int,
+        typer.Option("--k", help="Neighbours of the kNN vote."),
+    ] = default_of(ProbeConfig, "k"),
+    knn_temperature: Annotated[
+        float, typer.Option(help="Temperature of the kNN vote.")
+    ] = default_of(ProbeConfig, "knn_temperature"),
     as_json: JsonOption = False,
-    batch_size: BatchSizeOption = 256,
+    batch_size: BatchSizeOption = default_of(ProbeConfig, "batch_size"),
+    # Not ProbeConfig's 0 (the Python default): on the command line, no --workers means half the
+    # CPU cores, resolved below as pretrain and finetune resolve theirs.
     workers: WorkersOption = None,
-    seed: SeedOption = 0,
-    device: DeviceOption = DeviceName.auto,
+    seed: SeedOption = default_of(ProbeConfig, "seed"),
+    device: DeviceOption = default_of(ProbeConfig, "device"),
     quiet: QuietOption = False,
 ) -> None:
     """Score an encoder's features: linear probe and weighted kNN, top-1/top-5.

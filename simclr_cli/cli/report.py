@@ -24,7 +24,6 @@ from ..core.viz.report import (
     save_report_png,
 )
 from . import _console
-from ._errors import handle_errors
 from ._options import JsonOption
 
 EPILOG = """[bold]Examples[/]
@@ -104,7 +103,6 @@ def render_chart(chart: TextChart, colors: list[tuple[int, int, int]], *, legend
     return Panel(Group(*lines), title=title, title_align="left", expand=False)
 
 
-@handle_errors
 def report_command(
     run: Annotated[
         Path,

@@ -19,7 +19,6 @@ from ..core.viz.preview import create_augmentation_preview
 from ..core.viz.preview_png import save_grid
 from ..core.viz.preview_terminal import render_terminal, run_interactive
 from . import _console
-from ._errors import handle_errors
 from ._options import (
     PRESET_AUTO_TEXT,
     STRENGTH_DEFAULTS_TEXT,
@@ -27,6 +26,7 @@ from ._options import (
     JsonOption,
     QuietOption,
     SeedOption,
+    default_of,
 )
 
 EPILOG = """[bold]Examples[/]
@@ -50,7 +50,6 @@ def _print(message: str) -> None:
     _console.stdout.print(escape(message), highlight=False, soft_wrap=True)
 
 
-@handle_errors
 def visualize_aug_command(
     input: Annotated[
         Path,
@@ -61,7 +60,7 @@ def visualize_aug_command(
     ],
     pairs: Annotated[
         int, typer.Option("--pairs", "-n", help="Images to show, each with two views.")
-    ] = 4,
+    ] = default_of(VisualizeConfig, "pairs"),
     preset: Annotated[
         Preset | None,
         typer.Option(
@@ -69,7 +68,7 @@ def visualize_aug_command(
             f"else auto ({PRESET_AUTO_TEXT}).",
             show_default=False,
         ),
-    ] = None,
+    ] = default_of(VisualizeConfig, "preset"),
     color_strength: Annotated[
         float | None,
         typer.Option(
@@ -77,14 +76,14 @@ def visualize_aug_command(
             f"{STRENGTH_DEFAULTS_TEXT}.",
             show_default=False,
         ),
-    ] = None,
+    ] = default_of(VisualizeConfig, "color_strength"),
     image_size: Annotated[
         int | None,
         typer.Option(
             help="Side of the views in pixels; default: the model's, else 224 as in pretrain.",
             show_default=False,
         ),
-    ] = None,
+    ] = default_of(VisualizeConfig, "image_size"),
     model: Annotated[
         Path | None,
         typer.Option(
@@ -92,19 +91,19 @@ def visualize_aug_command(
             "model.safetensors.",
             show_default=False,
         ),
-    ] = None,
-    seed: SeedOption = 0,
+    ] = default_of(VisualizeConfig, "model"),
+    seed: SeedOption = default_of(VisualizeConfig, "seed"),
     save: Annotated[
         Path | None,
         typer.Option(help="Also write the grid, with captions, as a PNG at full resolution."),
-    ] = None,
+    ] = default_of(VisualizeConfig, "save"),
     protocol: Annotated[
         Protocol,
         typer.Option(
             help="How to draw: auto asks the terminal (kitty, iterm, else truecolor or 256-colour "
             "half blocks); none draws nothing.",
         ),
-    ] = Protocol.auto,
+    ] = default_of(VisualizeConfig, "protocol"),
     interactive: Annotated[
         bool,
         typer.Option(
@@ -112,7 +111,7 @@ def visualize_aug_command(
             "-i",
             help="Full screen: space new views, + / - colour strength, p preset, s save, q quit.",
         ),
-    ] = False,
+    ] = default_of(VisualizeConfig, "interactive"),
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -139,7 +138,10 @@ def visualize_aug_command(
     if interactive:
         # Checked before any work so that a pipe fails at once, not after decoding images.
         if not sys.stdin.isatty():
-            raise UsageError("--interactive needs a terminal on stdin; run it in a terminal")
+            raise UsageError(
+                "--interactive needs a terminal on stdin; run it in a terminal",
+                flag="--interactive",
+            )
         if chosen is Protocol.none:
             chosen = Protocol.color256
     if (quiet or as_json) and not interactive:

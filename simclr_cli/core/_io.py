@@ -103,7 +103,7 @@ def check_png_path(path: Path, *, flag: str) -> Path:
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise DataError(f"{flag} {path}: give a file name ending in .png")
+        raise DataError(f"{flag} {path}: give a file name ending in .png", flag=flag)
     return path
 
 
@@ -219,11 +219,12 @@ def parse_duration(text: str | float | int, *, flag: str = "--time-budget") -> f
         parsed = float(cleaned) if _NUMBER.fullmatch(cleaned) else _seconds(cleaned)
     if parsed is None:
         raise ConfigError(
-            f"{flag} {text!r} is not a duration; write it like 265s, 10m, 2h or 1h30m"
+            f"{flag} {text!r} is not a duration; write it like 265s, 10m, 2h or 1h30m",
+            flag=flag,
         )
     seconds = parsed
     if not seconds > 0 or math.isinf(seconds):
-        raise ConfigError(f"{flag} {text!r} must be a positive duration, such as 10m")
+        raise ConfigError(f"{flag} {text!r} must be a positive duration, such as 10m", flag=flag)
     return seconds
 
 
@@ -253,15 +254,18 @@ def parse_interval(text: str | int, *, flag: str = "--checkpoint-every") -> Chec
     cleaned = str(text).strip()
     if _NUMBER.fullmatch(cleaned):
         if "." in cleaned:
-            raise ConfigError(f"{flag} {text!r}: a number of steps is whole")
+            raise ConfigError(f"{flag} {text!r}: a number of steps is whole", flag=flag)
         if int(cleaned) <= 0:
-            raise ConfigError(f"{flag} {text!r} must be a positive number of steps, such as 500")
+            raise ConfigError(
+                f"{flag} {text!r} must be a positive number of steps, such as 500", flag=flag
+            )
         return CheckpointInterval(steps=int(cleaned))
     seconds = _seconds(cleaned)
     if seconds is None or not seconds > 0 or math.isinf(seconds):
         raise ConfigError(
             f"{flag} {text!r} is not a positive number of steps (500) or a duration "
-            "(30s, 10m, 2h, 1h30m)"
+            "(30s, 10m, 2h, 1h30m)",
+            flag=flag,
         )
     return CheckpointInterval(seconds=seconds)
 
@@ -302,17 +306,19 @@ def prepare_output(
     """
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
-        raise RunFolderError(f"{name} {path} is a file; give a folder")
+        raise RunFolderError(f"{name} {path} is a file; give a folder", flag="--out")
     if not folder and path.is_dir():
-        raise RunFolderError(f"{name} {path} is a folder; give a file name")
+        raise RunFolderError(f"{name} {path} is a folder; give a file name", flag="--out")
     if not force:
         if folder and path.is_dir() and any(p.name not in ignore for p in path.iterdir()):
             raise RunFolderError(
-                f"{name} {path} is not empty; choose another --out or add --force to replace it"
+                f"{name} {path} is not empty; choose another --out or add --force to replace it",
+                flag="--out",
             )
         if not folder and path.exists():
             raise RunFolderError(
-                f"{name} {path} exists; choose another --out or add --force to replace it"
+                f"{name} {path} exists; choose another --out or add --force to replace it",
+                flag="--out",
             )
     if create:
         try:

@@ -24,7 +24,9 @@ def resolve_device(name: DeviceName | str) -> torch.device:
     """
     name = DeviceName(name)
     if name is DeviceName.cuda and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was given but no CUDA GPU is visible; use --device cpu")
+        raise ConfigError(
+            "--device cuda was given but no CUDA GPU is visible; use --device cpu", flag="--device"
+        )
     if name is DeviceName.auto:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name.value)
@@ -55,7 +57,9 @@ def resolve_precision(precision: Precision | str, device: torch.device) -> Preci
             return Precision.bf16 if torch.cuda.is_bf16_supported() else Precision.fp16
         return Precision.bf16 if cpu_has_native_bf16() else Precision.fp32
     if precision is Precision.fp16 and device.type == "cpu":
-        raise ConfigError("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        raise ConfigError(
+            "--precision fp16 needs a GPU; use bf16 or fp32 on the CPU", flag="--precision"
+        )
     return precision
 
 

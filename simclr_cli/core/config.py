@@ -177,15 +177,20 @@ class PretrainConfig:
         """
         _positive("--image-size", self.image_size)
         if self.image_size < 8:
-            raise ConfigError(f"--image-size {self.image_size} is too small; use 8 or more")
+            raise ConfigError(
+                f"--image-size {self.image_size} is too small; use 8 or more", flag="--image-size"
+            )
         _positive("--batch-size", self.batch_size)
         if self.batch_size < 2:
-            raise ConfigError("--batch-size must be at least 2: SimCLR needs negatives")
+            raise ConfigError(
+                "--batch-size must be at least 2: SimCLR needs negatives", flag="--batch-size"
+            )
         _positive("--accumulate", self.accumulate)
         if self.batch_size % self.accumulate:
             raise ConfigError(
                 f"--batch-size {self.batch_size} is not divisible by --accumulate "
-                f"{self.accumulate}; choose a batch size that is a multiple of it"
+                f"{self.accumulate}; choose a batch size that is a multiple of it",
+                flag="--batch-size",
             )
         _positive("--epochs", self.epochs)
         if self.max_steps is not None:
@@ -194,23 +199,30 @@ class PretrainConfig:
         if self.head_hidden_dim is not None:
             _positive("--head-hidden-dim", self.head_hidden_dim)
         if not 0.0 < self.temperature <= 10.0:
-            raise ConfigError(f"--temperature {self.temperature} must be in (0, 10]; try 0.1")
+            raise ConfigError(
+                f"--temperature {self.temperature} must be in (0, 10]; try 0.1",
+                flag="--temperature",
+            )
         if self.color_strength is not None:
             _color_strength(self.color_strength)
         if self.learning_rate is not None and self.learning_rate <= 0:
-            raise ConfigError("--lr must be positive")
+            raise ConfigError("--lr must be positive", flag="--lr")
         if self.weight_decay is not None and self.weight_decay < 0:
-            raise ConfigError("--weight-decay must not be negative")
+            raise ConfigError("--weight-decay must not be negative", flag="--weight-decay")
         if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ConfigError("--warmup-fraction must be in [0, 1)")
+            raise ConfigError("--warmup-fraction must be in [0, 1)", flag="--warmup-fraction")
         if self.workers is not None and self.workers < 0:
-            raise ConfigError("--workers must not be negative")
+            raise ConfigError("--workers must not be negative", flag="--workers")
         _positive("--log-every", self.log_every)
         if self.force and self.resume:
-            raise ConfigError("--force starts the run again and --resume continues it; give one")
+            raise ConfigError(
+                "--force starts the run again and --resume continues it; give one", flag="--force"
+            )
         parse_interval(self.checkpoint_every)
         if self.time_budget is not None and self.time_budget <= 0:
-            raise ConfigError("--time-budget must be positive, such as 265s, 10m or 2h")
+            raise ConfigError(
+                "--time-budget must be positive, such as 265s, 10m or 2h", flag="--time-budget"
+            )
         _positive("--eval-every", self.eval_every)
         if isinstance(self.gpus, int):
             _positive("--gpus", self.gpus)
@@ -301,23 +313,30 @@ class ProbeConfig:
         baseline = self.random_init or self.init_weights is not None
         if self.model is not None and (baseline or self.backbone is not None):
             raise ConfigError(
-                "give either a MODEL file or --backbone with --random-init/--init-weights, not both"
+                "give either a MODEL file or --backbone with --random-init/--init-weights, "
+                "not both",
+                flag="--backbone",
             )
         if self.model is None:
             if self.backbone is None or not baseline:
                 raise ConfigError(
                     "give a MODEL file, or a baseline: --backbone NAME with --random-init or "
-                    "--init-weights FILE"
+                    "--init-weights FILE",
+                    flag="--backbone",
                 )
             if self.random_init and self.init_weights is not None:
-                raise ConfigError("--random-init and --init-weights exclude each other")
+                raise ConfigError(
+                    "--random-init and --init-weights exclude each other", flag="--random-init"
+                )
         if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"--val-fraction {self.val_fraction} must be in (0, 1)")
+            raise ConfigError(
+                f"--val-fraction {self.val_fraction} must be in (0, 1)", flag="--val-fraction"
+            )
         _positive("--image-size", self.image_size)
         _positive("--k", self.k)
         _positive("--batch-size", self.batch_size)
         if self.knn_temperature <= 0:
-            raise ConfigError("--knn-temperature must be positive")
+            raise ConfigError("--knn-temperature must be positive", flag="--knn-temperature")
 
 
 @dataclass
@@ -360,18 +379,23 @@ class FinetuneConfig:
         _positive("--batch-size", self.batch_size)
         if not 0.0 < self.label_fraction <= 1.0:
             raise ConfigError(
-                f"--label-fraction {self.label_fraction} must be in (0, 1], such as 0.01 or 0.1"
+                f"--label-fraction {self.label_fraction} must be in (0, 1], such as 0.01 or 0.1",
+                flag="--label-fraction",
             )
         if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"--val-fraction {self.val_fraction} must be in (0, 1)")
+            raise ConfigError(
+                f"--val-fraction {self.val_fraction} must be in (0, 1)", flag="--val-fraction"
+            )
         if self.from_head_layer < 0:
-            raise ConfigError("--from-head-layer must be 0 (backbone features) or more")
+            raise ConfigError(
+                "--from-head-layer must be 0 (backbone features) or more", flag="--from-head-layer"
+            )
         if self.learning_rate is not None and self.learning_rate <= 0:
-            raise ConfigError("--lr must be positive")
+            raise ConfigError("--lr must be positive", flag="--lr")
         if self.weight_decay < 0:
-            raise ConfigError("--weight-decay must not be negative")
+            raise ConfigError("--weight-decay must not be negative", flag="--weight-decay")
         if self.workers is not None and self.workers < 0:
-            raise ConfigError("--workers must not be negative")
+            raise ConfigError("--workers must not be negative", flag="--workers")
 
 
 @dataclass
@@ -446,9 +470,11 @@ class VisualizeConfig:
             ConfigError: When a value cannot work.
         """
         if not 1 <= self.pairs <= 64:
-            raise ConfigError(f"--pairs {self.pairs} must be between 1 and 64")
+            raise ConfigError(f"--pairs {self.pairs} must be between 1 and 64", flag="--pairs")
         if self.image_size is not None and self.image_size < 8:
-            raise ConfigError(f"--image-size {self.image_size} is too small; use 8 or more")
+            raise ConfigError(
+                f"--image-size {self.image_size} is too small; use 8 or more", flag="--image-size"
+            )
         if self.color_strength is not None:
             _color_strength(self.color_strength)
 
@@ -458,7 +484,7 @@ def _choice(enum: type[Enum], value: object, flag: str) -> Any:
         return enum(getattr(value, "value", value))
     except ValueError:
         choices = ", ".join(item.value for item in enum)
-        raise ConfigError(f"{flag} {value!r} is not one of: {choices}") from None
+        raise ConfigError(f"{flag} {value!r} is not one of: {choices}", flag=flag) from None
 
 
 def _gpu_count(value: object) -> int | str | None:
@@ -471,19 +497,21 @@ def _gpu_count(value: object) -> int | str | None:
     try:
         return int(text)
     except ValueError:
-        raise ConfigError(f"--gpus {value!r} must be a number or all") from None
+        raise ConfigError(f"--gpus {value!r} must be a number or all", flag="--gpus") from None
 
 
 def _positive(flag: str, value: int) -> None:
     if value <= 0:
-        raise ConfigError(f"{flag} must be positive, got {value}")
+        raise ConfigError(f"{flag} must be positive, got {value}", flag=flag)
 
 
 def _color_strength(value: float) -> None:
     # The bound the augmentation recipe draws with (hue 0.2 s must stay within 0.5).
     low, high = COLOR_STRENGTH_RANGE
     if not low <= value <= high:
-        raise ConfigError(f"--color-strength {value} must be in [{low:g}, {high:g}]")
+        raise ConfigError(
+            f"--color-strength {value} must be in [{low:g}, {high:g}]", flag="--color-strength"
+        )
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -541,6 +569,7 @@ class ExportConfig:
         Raises:
             ConfigError: When a value cannot work.
         """
-        _positive("check_batch_size", self.check_batch_size)
+        if self.check_batch_size <= 0:
+            raise ConfigError(f"check_batch_size must be positive, got {self.check_batch_size}")
         if not self.tolerance > 0:
             raise ConfigError(f"tolerance must be positive, got {self.tolerance}")

@@ -2,7 +2,9 @@
 
 Every error a user can cause is one of these classes. Messages say what is wrong and how to fix
 it, in one line, so that the command line can print them as they are. The CLI maps them to a red
-line on stderr and an exit code: ``exit_code`` is 1 for bad input and 2 for bad usage.
+line on stderr and an exit code: ``exit_code`` is 1 for bad input and 2 for bad usage. An error
+about the value of one flag names it in ``flag`` (``raise ConfigError(..., flag="--image-size")``),
+so that the CLI can add where that value came from (a config file key or an environment variable).
 """
 
 from __future__ import annotations
@@ -11,9 +13,25 @@ import os
 
 
 class SimCLRError(Exception):
-    """Base class of every error caused by the user's input or environment."""
+    """Base class of every error caused by the user's input or environment.
+
+    Args:
+        message: What is wrong and how to fix it, in one line.
+        flag: The long flag whose value is wrong (``"--image-size"``), if the error is about one.
+
+    Attributes:
+        exit_code: The exit code of the command line: 1 for bad input, 2 for bad usage.
+        flag: The long flag whose value is wrong, or ``None`` when the error is about no single
+            flag.
+    """
 
     exit_code: int = 1
+    flag: str | None = None
+
+    def __init__(self, message: str = "", *, flag: str | None = None) -> None:
+        super().__init__(message)
+        if flag is not None:
+            self.flag = flag
 
 
 class UsageError(SimCLRError):

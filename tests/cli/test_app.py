@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from simclr_cli import __version__
+from simclr_cli.cli._errors import ReportingCommand
 from simclr_cli.cli.app import app
 
 runner = CliRunner()
@@ -19,6 +21,11 @@ def test_app__help_lists_every_command_with_an_example():
     for command in ("pretrain", "embed", "demo", "probe", "finetune", "predict", "visualize-aug"):
         assert command in result.output
         assert f"simclr {command}" in result.output
+
+
+def test_app__every_command_reports_its_errors():
+    commands = typer.main.get_command(app).commands
+    assert commands and all(isinstance(c, ReportingCommand) for c in commands.values())
 
 
 def test_app__version():

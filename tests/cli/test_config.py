@@ -18,7 +18,8 @@ from simclr_cli.cli import pretrain as pretrain_module
 from simclr_cli.cli._config import RESERVED_VARIABLES
 from simclr_cli.cli.app import app
 from simclr_cli.core import _env, _io
-from simclr_cli.core.config import Stem
+from simclr_cli.core.config import LoggerName, Stem
+from simclr_cli.core.errors import ConfigError
 
 runner = CliRunner()
 
@@ -126,9 +127,12 @@ def test_config__every_command_takes_it():
     [
         ("[pretrain]\nbach_size = 4\n", "unknown key [pretrain] bach_size for simclr pretrain "),
         ("bach_size = 4\n", "unknown key bach_size for simclr pretrain (did you mean batch_size?)"),
-        ('batch_size = "four"\n', "batch_size = 'four' should be a whole number"),
-        ("compile = 1\n", "compile = 1 should be true or false"),
-        ('cache = "disk"\n', "cache = 'disk' should be one of auto, ram, off"),
+        # Values are checked by the flag's own conversion: what the command line refuses.
+        ('batch_size = "four"\n', "batch_size = 'four' does not suit --batch-size: "),
+        ('compile = "maybe"\n', "compile = 'maybe' does not suit --compile: "),
+        ('cache = "disk"\n', "cache = 'disk' does not suit --cache: "),
+        ('logger = ["csv", "nope"]\n', "logger = ['csv', 'nope'] does not suit --logger: "),
+        ("batch_size = [1, 2]\n", "batch_size = [1, 2] does not suit --batch-size: "),
         ("[pretrian]\nepochs = 4\n", "unknown table [pretrian]"),
         ("batch_size = \n", "does not parse"),
     ],
@@ -147,7 +151,7 @@ def test_config__bad_toml_is_one_line_exit_2(text: str, message: str, tmp_path: 
     [
         ("bad.yaml", "batch_size: [1, 2\n", "does not parse"),
         ("bad.yml", "- 1\n- 2\n", "must hold keys and values"),
-        ("bad.yaml", "embed:\n  batch_size: 1.5\n", "[embed] batch_size = 1.5 should be"),
+        ("bad.yaml", "embed:\n  batch_size: four\n", "[embed] batch_size = 'four' does not suit"),
         ("missing.yaml", None, "does not exist"),
         ("settings.json", "{}", "use .toml, .yaml or .yml"),
     ],
@@ -252,3 +256,32 @@ def test_environment__every_simclr_variable_named_exists():
     unknown = {name: where for name, where in named.items() if name not in _env.NAMES}
     assert {name: where for name, where in unknown.items() if name not in flag_variables} == {}
     assert "SIMCLR_BATCH_SIZE" in flag_variables and "SIMCLR_CONFIG" in flag_variables
+
+
+def test_config__one_value_for_a_repeatable_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    configs = capture(monkeypatch, pretrain_module, "pretrain")
+    path = write_config(tmp_path / "settings.toml", {"data": "images", "logger": "csv"}, {})
+    runner.invoke(app, ["pretrain", "--config", str(path)])
+    assert configs[0].loggers == [LoggerName.csv]
+
+
+def test_config__source_follows_the_flag_of_the_error_not_its_text(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    errors = [
+        ConfigError("this value cannot work", flag="--batch-size"),
+        ConfigError("--batch-size is named here but the error is about no flag"),
+    ]
+
+    def fake(*, config: Any, **_: Any) -> None:
+        raise errors.pop(0)
+
+    monkeypatch.setattr(pretrain_module, "pretrain", fake)
+    monkeypatch.setenv("SIMCLR_BATCH_SIZE", "4")
+    with_flag = runner.invoke(app, ["pretrain", "images"])
+    without_flag = runner.invoke(app, ["pretrain", "images"])
+    assert with_flag.exit_code == without_flag.exit_code == 2
+    assert with_flag.output.strip() == (
+        "error: this value cannot work (set by the environment variable SIMCLR_BATCH_SIZE)"
+    )
+    assert "set by" not in without_flag.output

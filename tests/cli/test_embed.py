@@ -27,8 +27,10 @@ def test_embed__json_is_parseable(trained_model: Path, shapes_dir: Path):
     image = sorted((shapes_dir / "square").iterdir())[0]
     result = runner.invoke(app, ["embed", str(trained_model), str(image), "--json"])
     assert result.exit_code == 0
-    rows = json.loads(result.stdout)
-    assert rows[0]["path"] == str(image) and len(rows[0]["embedding"]) > 0
+    document = json.loads(result.stdout)
+    rows = document["embeddings"]
+    assert rows[0]["path"] == str(image) and len(rows[0]["embedding"]) == document["dimension"]
+    assert document["model"] == str(trained_model) and document["projection"] is False
 
 
 def test_embed__output_file(trained_model: Path, shapes_dir: Path, tmp_path: Path):

@@ -109,8 +109,10 @@ def test_predict__table_and_json(classifier_file: Path, shapes_val_dir: Path):
     assert table.exit_code == 0, table.output
     assert "probability" in table.output
     result = runner.invoke(app, ["predict", str(classifier_file), str(image), "-k", "2", "--json"])
-    records = json.loads(result.stdout)
-    predictions = records[0]["predictions"]
+    document = json.loads(result.stdout)
+    assert document["top_k"] == 2 and document["classes"] == ["circle", "square", "stripes"]
+    predictions = document["images"][0]["predictions"]
+    assert document["images"][0]["path"] == str(image)
     assert len(predictions) == 2 and predictions[0]["probability"] >= predictions[1]["probability"]
     assert {p["class"] for p in predictions} <= {"circle", "square", "stripes"}
 

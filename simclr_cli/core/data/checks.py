@@ -150,5 +150,6 @@ def refuse_bad_images(bad: Sequence[BadImage], data: Path) -> None:
     if bad:
         raise DataError(
             f"{len(bad)} files in {display_path(data)} are not readable images "
-            f"({describe_bad_images(bad)}); remove them, or use --on-bad-image skip"
+            f"({describe_bad_images(bad)}); remove them, or use --on-bad-image skip",
+            flag="--on-bad-image",
         )

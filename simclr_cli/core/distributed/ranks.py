@@ -125,29 +125,36 @@ def plan_processes(config: PretrainConfig) -> ProcessPlan:
     if gpus is not None and cpu_processes is not None:
         raise ConfigError(
             "--gpus and --cpu-processes cannot be used together; use --gpus for GPUs or "
-            "--cpu-processes for processes on the CPU"
+            "--cpu-processes for processes on the CPU",
+            flag="--gpus",
         )
     inside = launched_by_torchrun()
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "0")) if inside else 0
     if gpus is not None:
         if config.device is DeviceName.cpu:
-            raise ConfigError("--gpus cannot train on --device cpu; use --cpu-processes N instead")
+            raise ConfigError(
+                "--gpus cannot train on --device cpu; use --cpu-processes N instead", flag="--gpus"
+            )
         if not torch.cuda.is_available():
             raise ConfigError(
                 f"--gpus {gpus} needs CUDA GPUs but none is visible; use --cpu-processes N to "
-                "run N processes on the CPU"
+                "run N processes on the CPU",
+                flag="--gpus",
             )
         visible = torch.cuda.device_count()
         count = (local_world_size or visible) if gpus == "all" else int(gpus)
         if not inside and count > visible:
             raise ConfigError(
                 f"--gpus {count} asks for more GPUs than the {visible} visible; "
-                f"use --gpus {visible} or --gpus all"
+                f"use --gpus {visible} or --gpus all",
+                flag="--gpus",
             )
         device, backend = DeviceName.cuda, "nccl"
     elif cpu_processes is not None:
         if config.device is DeviceName.cuda:
-            raise ConfigError("--cpu-processes trains on the CPU; use --gpus N for GPUs")
+            raise ConfigError(
+                "--cpu-processes trains on the CPU; use --gpus N for GPUs", flag="--cpu-processes"
+            )
         count, device, backend = cpu_processes, DeviceName.cpu, "gloo"
     else:
         count, device = 1, config.device
@@ -174,7 +181,8 @@ def plan_processes(config: PretrainConfig) -> ProcessPlan:
         choices = f"{lower} or {lower + world_size}" if lower else str(world_size)
         raise ConfigError(
             f"--batch-size {config.batch_size} (the global batch) does not split evenly over "
-            f"{world_size} processes; use a multiple of {world_size}, such as {choices}"
+            f"{world_size} processes; use a multiple of {world_size}, such as {choices}",
+            flag="--batch-size",
         )
     if world_size > 1:
         _env.collective_timeout_seconds()  # A bad value ends the run before any process starts.

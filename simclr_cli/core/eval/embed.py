@@ -357,5 +357,6 @@ def write_embeddings(result: EmbedResult, path: Path) -> None:
     else:
         raise ConfigError(
             f"--output {path}: unknown suffix {suffix or '(none)'}; use .npy, .safetensors, "
-            ".csv or .jsonl"
+            ".csv or .jsonl",
+            flag="--output",
         )

@@ -119,5 +119,6 @@ def write_predictions(result: PredictResult, path: Path) -> None:
         atomic_write(path, write_jsonl)
     else:
         raise ConfigError(
-            f"--output {path}: unknown suffix {suffix or '(none)'}; use .csv or .jsonl"
+            f"--output {path}: unknown suffix {suffix or '(none)'}; use .csv or .jsonl",
+            flag="--output",
         )

@@ -75,7 +75,8 @@ def check_same_classes(train: LabeledImages, val: LabeledImages, *, val_dir: Pat
         parts.append(f"extra {', '.join(only_val[:3])}")
     raise DataError(
         f"--val {val_dir} has other classes than --train ({'; '.join(parts)}); give both "
-        "folders the same class sub-folders"
+        "folders the same class sub-folders",
+        flag="--val",
     )
 
 

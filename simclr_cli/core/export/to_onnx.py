@@ -36,12 +36,14 @@ def require_onnx() -> None:
         except ImportError:
             raise MissingDependencyError(
                 f"--format onnx needs the {name} package; install the extra with "
-                "pip install 'simclr-cli[onnx]'"
+                "pip install 'simclr-cli[onnx]'",
+                flag="--format",
             ) from None
     if "dynamic_shapes" not in inspect.signature(torch.onnx.export).parameters:
         raise MissingDependencyError(
             f"--format onnx needs torch 2.6 or newer (this is {torch.__version__}); "
-            "upgrade torch, or use --format torchscript"
+            "upgrade torch, or use --format torchscript",
+            flag="--format",
         )
 
 

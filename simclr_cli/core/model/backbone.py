@@ -47,7 +47,8 @@ def resolve_stem(stem: Stem | str, *, model: nn.Module, image_size: int) -> Stem
     if stem is Stem.cifar and not is_resnet_family(model):
         raise BackboneError(
             f"--stem cifar applies to ResNet models only, not {type(model).__name__}; "
-            "use --stem imagenet"
+            "use --stem imagenet",
+            flag="--stem",
         )
     return stem
 
@@ -156,13 +157,17 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
         BackboneError: When the file is missing, not safetensors, or does not fit the model.
     """
     if not path.is_file():
-        raise BackboneError(f"--init-weights {path} does not exist; give a local .safetensors file")
+        raise BackboneError(
+            f"--init-weights {path} does not exist; give a local .safetensors file",
+            flag="--init-weights",
+        )
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise BackboneError(
             f"--init-weights {path} is not a readable safetensors file ({error}); "
-            "convert it with safetensors.torch.save_file"
+            "convert it with safetensors.torch.save_file",
+            flag="--init-weights",
         ) from None
     if any(key.startswith("backbone.") for key in tensors):
         tensors = {
@@ -178,7 +183,8 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
         detail = f"missing {missing[:3]}" if missing else f"shape mismatch in {wrong[:3]}"
         raise BackboneError(
             f"--init-weights {path} does not fit this backbone ({detail}); "
-            "check --backbone and --stem"
+            "check --backbone and --stem",
+            flag="--init-weights",
         )
     with torch.no_grad():
         model.load_state_dict(tensors, strict=True)

@@ -83,7 +83,8 @@ def create_classifier(
     if from_head_layer > layers - 1:
         raise ConfigError(
             f"--from-head-layer {from_head_layer} is too deep: this head has {layers} layers, "
-            f"so use 0 to {layers - 1}"
+            f"so use 0 to {layers - 1}",
+            flag="--from-head-layer",
         )
     input_dim = encoder.metadata.feature_dim if from_head_layer == 0 else encoder.head.hidden_dim
     classifier = nn.Linear(input_dim, len(classes))

@@ -118,7 +118,8 @@ def create_simclr_model(
         reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else "error"
         raise ConfigError(
             f"backbone {backbone} cannot take {image_size} px images ({reason}); "
-            "choose another --image-size or --backbone"
+            "choose another --image-size or --backbone",
+            flag="--image-size",
         ) from None
     network.train()
     projection = create_projection_head(

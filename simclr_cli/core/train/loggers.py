@@ -137,7 +137,9 @@ def check_loggers(names: Iterable[LoggerName | str]) -> None:
     """
     wanted = {LoggerName(getattr(name, "value", name)) for name in names}
     if LoggerName.tensorboard in wanted and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(f"--logger tensorboard needs TensorBoard: {TENSORBOARD_HINT}")
+        raise ConfigError(
+            f"--logger tensorboard needs TensorBoard: {TENSORBOARD_HINT}", flag="--logger"
+        )
 
 
 # Trimming back to a checkpoint's step (a resumed run logs the steps after it again).

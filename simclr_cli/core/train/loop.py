@@ -217,7 +217,8 @@ def _pretrain(
     if len(paths) < config.batch_size:
         raise DataError(
             f"{config.data} has {len(paths)} images, fewer than --batch-size "
-            f"{config.batch_size}; lower --batch-size or add images"
+            f"{config.batch_size}; lower --batch-size or add images",
+            flag="--batch-size",
         )
     preset = resolve_preset(config.preset, image_size=config.image_size)
     color_strength = config.color_strength

@@ -87,11 +87,13 @@ def resolve_map_method(method: MapMethod | str, *, count: int) -> MapMethod:
         if not sklearn_available():
             raise ConfigError(
                 "--map-method tsne needs scikit-learn: pip install scikit-learn, or use "
-                "--map-method pca"
+                "--map-method pca",
+                flag="--map-method",
             )
         if count < 5:
             raise ConfigError(
-                f"--map-method tsne needs at least 5 images, got {count}; use --map-method pca"
+                f"--map-method tsne needs at least 5 images, got {count}; use --map-method pca",
+                flag="--map-method",
             )
     return method
 

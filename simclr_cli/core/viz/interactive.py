@@ -57,12 +57,16 @@ def run_key_loop(
         UsageError: When the input is not a terminal or the platform has no termios.
     """
     if not os.isatty(input_descriptor):
-        raise UsageError("--interactive needs a terminal on stdin; run it in a terminal")
+        raise UsageError(
+            "--interactive needs a terminal on stdin; run it in a terminal", flag="--interactive"
+        )
     try:
         import termios
         import tty
     except ImportError:
-        raise UsageError("--interactive needs a POSIX terminal; use --save instead") from None
+        raise UsageError(
+            "--interactive needs a POSIX terminal; use --save instead", flag="--interactive"
+        ) from None
     saved = termios.tcgetattr(input_descriptor)
     status = "ready"
     try:

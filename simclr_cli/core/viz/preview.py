@@ -234,7 +234,8 @@ def resolve_settings(config: VisualizeConfig) -> AugmentationSettings:
             raise ModelFileError(
                 f"{config.model} records no augmentation settings (missing "
                 f"{', '.join(missing) or 'preset'}); give --preset, --color-strength and "
-                "--image-size instead of --model"
+                "--image-size instead of --model",
+                flag="--model",
             )
         preset = preset or Preset(metadata.preset)
         strength = metadata.color_strength if strength is None else strength
