@@ -11,9 +11,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..core._threads import default_workers
 from ..core.config import DeviceName, ProbeConfig, Stem
 from ..core.eval.probe import ProbeResult, probe
-from ..core.train.loop import default_workers
 from . import _console
 from ._errors import handle_errors
 from ._options import (

@@ -27,16 +27,30 @@ def idle_cores() -> int:
     return max(1, min(cores, round(cores - load)))
 
 
-def use_idle_cores(device: torch.device) -> int:
-    """Set torch's intra-op threads for a CPU run to the idle cores; return the count used."""
+def planned_threads(device: torch.device) -> int:
+    """The intra-op threads a run on ``device`` uses under ``SIMCLR_THREADS``; changes nothing.
+
+    On the CPU, ``SIMCLR_THREADS=auto`` gives the idle cores (at most torch's current count) and
+    ``SIMCLR_THREADS=N`` gives N; otherwise, and on a GPU, torch's current count stays.
+    """
     if device.type != "cpu":
         return torch.get_num_threads()
     setting = os.environ.get("SIMCLR_THREADS", "").strip().lower()
     if setting == "auto":
-        threads = min(torch.get_num_threads(), idle_cores())
-    elif setting.isdigit():
-        threads = max(1, int(setting))
-    else:
-        return torch.get_num_threads()
-    torch.set_num_threads(threads)
+        return min(torch.get_num_threads(), idle_cores())
+    if setting.isdigit():
+        return max(1, int(setting))
+    return torch.get_num_threads()
+
+
+def use_idle_cores(device: torch.device) -> int:
+    """Set torch's intra-op threads for a CPU run to the idle cores; return the count used."""
+    threads = planned_threads(device)
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
     return threads
+
+
+def default_workers() -> int:
+    """Data-loading processes: half the cores (the other half trains), at most 8, at least 1."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
