@@ -8,6 +8,7 @@ block each.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .. import _io
 from .._runtime import autocast
@@ -33,7 +35,6 @@ from ..errors import DataError, RunFolderError
 from ..loss.grad_cache import cached_contrastive_loss
 from ..loss.nt_xent import nt_xent_loss
 from ..model.files import atomic_write, save_model
-from ..model.simclr import SimCLRModel
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .budget import TimeBudget
 from .checkpoints import find_resumable_checkpoint
@@ -136,12 +137,12 @@ def refuse_run_folder_early(config: PretrainConfig) -> None:
 
 
 def contrastive_step(
-    model: SimCLRModel,
+    model: nn.Module,
     views_a: torch.Tensor,
     views_b: torch.Tensor,
     *,
     temperature: float,
-    autocast_context: object,
+    autocast_context: contextlib.AbstractContextManager,
     accumulate: int = 1,
     context: RankContext = SINGLE_PROCESS,
     memory_format: torch.memory_format = torch.contiguous_format,
@@ -154,7 +155,7 @@ def contrastive_step(
     all 2N views, and its ``backward()`` re-runs the micro-batches to fill the gradients.
 
     Args:
-        model: Backbone plus head.
+        model: Backbone plus head (a ``SimCLRModel``, or one wrapped for ranks or compiled).
         views_a: First views (N, 3, S, S).
         views_b: Second views (N, 3, S, S).
         temperature: Loss temperature.

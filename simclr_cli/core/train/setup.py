@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -67,7 +67,9 @@ def build_model(config: PretrainConfig, plan: RunPlan) -> tuple[SimCLRModel, nn.
     )
     if plan.context.rank:
         seed_everything(config.seed + plan.context.rank)  # Each rank draws its own augmentations.
-    return model, torch.compile(network) if config.compile else network
+    if config.compile:
+        network = cast(nn.Module, torch.compile(network))
+    return model, network
 
 
 def build_optimizer(
