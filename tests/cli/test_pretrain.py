@@ -99,6 +99,15 @@ def test_pretrain__quiet_and_json_hide_the_plan_table(shapes_dir: Path, tmp_path
     assert json.loads(as_json.stdout)["steps"] == 2
 
 
+def test_pretrain__failing_run_prints_its_error_without_the_plan(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = runner.invoke(app, ["pretrain", str(shapes_dir), "--out", str(out), *TINY])
+    assert result.exit_code == 1 and "--force" in result.output
+    assert "memory format" not in result.output
+
+
 def test_pretrain__existing_run_needs_force(shapes_dir: Path, tmp_path: Path):
     out = tmp_path / "run"
     args = ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--quiet"]

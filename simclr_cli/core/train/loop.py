@@ -195,9 +195,9 @@ def pretrain(
 
     Args:
         config: The run's settings.
-        progress: Receives a ``plan`` event (the table of the run's choices), a ``start`` event,
-            an ``advance`` event per step (with loss, learning rate and images per second) and
-            an ``end`` event.
+        progress: Receives a ``plan`` event (the table of the run's choices) once the run folder
+            is ready, a ``start`` event, an ``advance`` event per step (with loss, learning
+            rate and images per second), ``message`` events and an ``end`` event.
 
     Returns:
         Where the model was saved and how the run went.
@@ -222,7 +222,6 @@ def pretrain(
     if not context.is_main:
         progress = null_progress
     use_planned_threads(plan)
-    progress(ProgressEvent("plan", "pretrain", rows=plan_rows(plan, config)))
 
     # Build from the plan: model (seeded), optimiser, online kNN monitor, loader and augmenter.
     model, network = build_model(config, plan)
@@ -245,6 +244,8 @@ def pretrain(
     config_text = _io.dumps({"pretrain": written, "plan": plan.to_table()})
     if context.is_main:
         atomic_write(run_dir / "config.toml", lambda p: Path(p).write_text(config_text))
+    # The plan, saved, is shown once the run is sure to start (a failing run prints one line).
+    progress(ProgressEvent("plan", "pretrain", rows=plan_rows(plan, config)))
     # Checkpoints, resume, stop signals, non-finite steps and bad images (see safeguards.py).
     guard = create_run_guard(
         config=config,
