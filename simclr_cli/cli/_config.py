@@ -16,7 +16,7 @@ such a flag takes (and the others ignore), and tables named after commands (``[p
 names with ``_`` or ``-`` (``batch_size``, ``batch-size``) or the core's field names
 (``learning_rate`` for ``--lr``, ``sync_batch_norm`` for ``--sync-bn``), so that a run folder's
 ``config.toml`` is a config file: ``simclr pretrain --config RUN/config.toml --out RUN2``
-repeats the run. Its ``[plan]`` table (steps the run derived) is ignored.
+repeats the run. Its ``[plan]`` table (what the run derived from the flags) is ignored.
 
 Only what click does not do lives here: reading the file, its tables and unknown keys, the
 variable names, and saying where a value came from when a core error names its flag

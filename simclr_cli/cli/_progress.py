@@ -84,6 +84,8 @@ class RichProgress:
             self._progress.stop()
 
     def __call__(self, event: ProgressEvent) -> None:
+        if event.kind == "plan":
+            return  # A command that shows its plan draws the table itself (see pretrain.py).
         if event.kind == "message":
             self._progress.console.print(escape(event.text), highlight=False)
             return

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
+from rich.table import Table
 
 from ..core._io import format_duration, parse_duration
 from ..core.config import (
@@ -25,6 +27,7 @@ from ..core.config import (
 )
 from ..core.distributed.ranks import is_main_process
 from ..core.errors import RunInterrupted
+from ..core.progress import ProgressCallback, ProgressEvent
 from ..core.train.loop import pretrain
 from ..core.train.run_folder import SKIPPED_FILE
 from . import _console
@@ -71,6 +74,30 @@ EPILOG = """[bold]Examples[/]
   simclr pretrain --config runs/first/config.toml --out runs/again   [dim]# repeat a run[/]
   simclr pretrain ./images --logger csv --logger tensorboard
 """
+
+
+def plan_table(rows: tuple[tuple[str, str, str], ...]) -> Table:
+    """The run's plan as one short table: setting, value, and how it was chosen."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
+    table.title = "Plan"
+    table.add_column("setting", style="bold")
+    table.add_column("value")
+    table.add_column("chosen", style="dim")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    return table
+
+
+def with_plan_table(progress: ProgressCallback) -> ProgressCallback:
+    """A progress callback that prints the ``plan`` event as a table on stderr, then draws."""
+
+    def show(event: ProgressEvent) -> None:
+        if event.kind == "plan":
+            _console.stderr.print(plan_table(event.rows), highlight=False)
+        else:
+            progress(event)
+
+    return show
 
 
 def pretrain_command(
@@ -373,11 +400,15 @@ def pretrain_command(
         compile=compile_model,
         loggers=list(loggers),
     )
-    # Under torchrun every rank runs this command; rank 0 alone draws and prints.
+    # Under torchrun every rank runs this command; rank 0 alone draws and prints. The plan table
+    # comes first, with the progress display: --quiet and --json hide both.
     main = is_main_process()
+    drawn = main and not (quiet or as_json)
     try:
-        with create_progress(quiet=quiet or as_json or not main) as progress:
-            result = pretrain(config=config, progress=progress)
+        with create_progress(quiet=not drawn) as progress:
+            result = pretrain(
+                config=config, progress=with_plan_table(progress) if drawn else progress
+            )
     except RunInterrupted as stop:
         # A requested stop, not an error: say where the checkpoint is and how to continue.
         if main:

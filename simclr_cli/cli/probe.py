@@ -11,9 +11,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..core._threads import default_workers
 from ..core.config import ProbeConfig, Stem
 from ..core.eval.probe import ProbeResult, probe
-from ..core.train.loop import default_workers
 from . import _console
 from ._options import (
     BatchSizeOption,

@@ -29,8 +29,11 @@ def idle_cores() -> int:
     return max(1, min(cores, round(cores - load)))
 
 
-def use_idle_cores(device: torch.device) -> int:
-    """Set torch's intra-op threads for a CPU run as ``SIMCLR_THREADS`` asks; return the count.
+def planned_threads(device: torch.device) -> int:
+    """The intra-op threads a run on ``device`` uses under ``SIMCLR_THREADS``; changes nothing.
+
+    On the CPU, ``SIMCLR_THREADS=auto`` gives the idle cores (at most torch's current count) and
+    ``SIMCLR_THREADS=N`` gives N; otherwise, and on a GPU, torch's current count stays.
 
     Raises:
         ConfigError: When ``SIMCLR_THREADS`` is neither ``auto`` nor a whole number.
@@ -40,6 +43,19 @@ def use_idle_cores(device: torch.device) -> int:
     setting = _env.threads()
     if setting is None:
         return torch.get_num_threads()
-    threads = min(torch.get_num_threads(), idle_cores()) if setting == "auto" else setting
-    torch.set_num_threads(threads)
+    if setting == "auto":
+        return min(torch.get_num_threads(), idle_cores())
+    return max(1, setting)
+
+
+def use_idle_cores(device: torch.device) -> int:
+    """Set torch's intra-op threads for a CPU run as ``SIMCLR_THREADS`` asks; return the count."""
+    threads = planned_threads(device)
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
     return threads
+
+
+def default_workers() -> int:
+    """Data-loading processes: half the cores (the other half trains), at most 8, at least 1."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EventKind = Literal["start", "advance", "message", "end"]
+EventKind = Literal["start", "advance", "message", "plan", "end"]
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,14 @@ class ProgressEvent:
 
     Attributes:
         kind: ``start`` opens a task of ``total`` units, ``advance`` reports ``completed`` units
-            and the latest ``metrics``, ``message`` carries a line of text, ``end`` closes the task.
+            and the latest ``metrics``, ``message`` carries a line of text, ``plan`` the choices
+            of a run before it starts (in ``rows``), ``end`` closes the task.
         task: Short name of the task, such as ``"pretrain"`` or ``"embed"``.
         total: Number of units of the task, when known.
         completed: Units done so far.
         metrics: Latest values to show beside the bar (loss, learning rate, images per second).
         text: The line of a ``message`` event.
+        rows: The table of a ``plan`` event: ``(setting, value, how it was chosen)`` rows.
     """
 
     kind: EventKind
@@ -34,6 +36,7 @@ class ProgressEvent:
     completed: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     text: str = ""
+    rows: tuple[tuple[str, str, str], ...] = ()
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

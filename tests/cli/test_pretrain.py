@@ -79,6 +79,36 @@ def test_pretrain__json_prints_the_result(shapes_dir: Path, tmp_path: Path):
     assert data["images_seen"] > 0 and data["final_loss"] > 0
 
 
+def test_pretrain__shows_the_plan_table_before_training(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["pretrain", str(shapes_dir), "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    # One short table on stderr, before the progress and the summary.
+    assert result.stderr.count("Plan") == 1 and "Plan" not in result.stdout
+    assert "memory format" in result.stderr and "Saved" in result.stdout
+    stem_row = next(line for line in result.stderr.splitlines() if line.startswith("stem"))
+    assert stem_row.split()[1:] == ["cifar", "auto"]
+    assert result.stderr.index("Plan") < result.stderr.index("Pretraining")
+
+
+def test_pretrain__quiet_and_json_hide_the_plan_table(shapes_dir: Path, tmp_path: Path):
+    args = ["pretrain", str(shapes_dir), *TINY]
+    quiet = runner.invoke(app, [*args, "--out", str(tmp_path / "quiet"), "--quiet"])
+    as_json = runner.invoke(app, [*args, "--out", str(tmp_path / "json"), "--json"])
+    assert quiet.exit_code == 0 and as_json.exit_code == 0, as_json.output
+    assert "memory format" not in quiet.output and "memory format" not in as_json.output
+    assert json.loads(as_json.stdout)["steps"] == 2
+
+
+def test_pretrain__failing_run_prints_its_error_without_the_plan(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = runner.invoke(app, ["pretrain", str(shapes_dir), "--out", str(out), *TINY])
+    assert result.exit_code == 1 and "--force" in result.output
+    assert "memory format" not in result.output
+
+
 def test_pretrain__existing_run_needs_force(shapes_dir: Path, tmp_path: Path):
     out = tmp_path / "run"
     args = ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--quiet"]
@@ -215,10 +245,11 @@ def test_pretrain__cpu_processes_train_and_save_one_model(shapes_dir: Path, tmp_
 
 
 def test_pretrain__error_in_the_ranks_reaches_the_user(shapes_dir: Path, tmp_path: Path):
-    # The backbone is built in each rank, so its error travels back from there.
+    # The backbone is built in each rank, so its error travels back from there (with --stem
+    # imagenet the plan needs no look at the model's class, which would find it earlier).
     out = tmp_path / "run"
     args = ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--cpu-processes", "2"]
-    result = runner.invoke(app, [*args, "--backbone", "not_a_model"])
+    result = runner.invoke(app, [*args, "--backbone", "not_a_model", "--stem", "imagenet"])
     assert result.exit_code == 1
     assert "unknown backbone 'not_a_model'" in result.output
     assert "Traceback" not in result.output and "rank" not in result.output

@@ -272,6 +272,7 @@ class TrainImageLoader:
         sampler: Gives each epoch's order instead (a resumable one, sharded over ranks).
         pin_memory: Page-lock streamed batches (for a CUDA device).
         progress: Receives the one-line notice when ``auto`` falls back to streaming.
+        cache_budget: Bytes ``auto`` may fill; ``cache_budget_bytes()`` when None.
     """
 
     def __init__(
@@ -286,6 +287,7 @@ class TrainImageLoader:
         sampler: Sampler[int] | None = None,
         pin_memory: bool = False,
         progress: ProgressCallback = null_progress,
+        cache_budget: int | None = None,
     ):
         self.sampler = sampler
         self.paths = list(paths)
@@ -295,7 +297,9 @@ class TrainImageLoader:
         self.progress = progress
         self.max_short_side = source_side_bound(image_size)
         self.cache = ImageCache(len(self.paths)) if self.mode is not CacheMode.off else None
-        self.budget = cache_budget_bytes() if self.mode is CacheMode.auto else None
+        if cache_budget is None and self.mode is CacheMode.auto:
+            cache_budget = cache_budget_bytes()
+        self.budget = cache_budget if self.mode is CacheMode.auto else None
         self.workers = workers
         self.pin_memory = pin_memory
         self._loader: DataLoader | None = None

@@ -225,28 +225,36 @@ def _quiet_launcher() -> Iterator[None]:
 # Pretraining over several processes.
 
 
-def _pretrain_rank(config: PretrainConfig, events: Any) -> Any:
-    """What each started process runs: ``pretrain`` joining the job; rank 0 returns the result."""
-    from ..train.loop import pretrain
-
+def _run_entrypoint(entrypoint: Callable[..., Any], config: PretrainConfig, events: Any) -> Any:
+    """What each started process runs: the entry point joining the job; rank 0 returns."""
     rank = int(os.environ.get("RANK", "0"))
     progress = QueueProgress(events) if rank == 0 else null_progress
-    result = pretrain(config=config, progress=progress)
+    result = entrypoint(config=config, progress=progress)
     return result if rank == 0 else None
 
 
-def launch_pretrain(*, config: PretrainConfig, progress: ProgressCallback, processes: int) -> Any:
+def launch_pretrain(
+    entrypoint: Callable[..., Any],
+    *,
+    config: PretrainConfig,
+    progress: ProgressCallback,
+    processes: int,
+) -> Any:
     """Pretrain in ``processes`` processes on this machine and return rank 0's result.
 
-    Rank 0's progress events are passed on to ``progress`` in this process as they come.
+    Each process calls ``entrypoint(config=config, progress=...)``; rank 0's progress events are
+    passed on to ``progress`` in this process as they come. The entry point is the training
+    function itself (``train.loop.pretrain``), handed in so that this module knows nothing of
+    training; it must be a module-level function, which ``spawn`` can pickle.
 
     Args:
-        config: The run's settings; each process calls ``pretrain`` with them.
+        entrypoint: The function each process runs; it finds its rank in the environment.
+        config: The run's settings.
         progress: The caller's progress callback.
         processes: How many processes to start.
 
     Returns:
-        The ``PretrainResult`` of rank 0.
+        What the entry point returned in rank 0.
 
     Raises:
         SimCLRError: When a rank fails (see ``launch_workers``).
@@ -267,7 +275,7 @@ def launch_pretrain(*, config: PretrainConfig, progress: ProgressCallback, proce
     forwarder = threading.Thread(target=forward_events, name="simclr-progress", daemon=True)
     forwarder.start()
     try:
-        results = launch_workers(_pretrain_rank, config, events, processes=processes)
+        results = launch_workers(_run_entrypoint, entrypoint, config, events, processes=processes)
     finally:
         finished.set()
         forwarder.join(timeout=5)

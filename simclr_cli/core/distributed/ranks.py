@@ -195,11 +195,43 @@ def plan_processes(config: PretrainConfig) -> ProcessPlan:
     )
 
 
+def rank_context() -> RankContext:
+    """This process's place in its job, read from the launcher's variables (changes nothing).
+
+    Returns:
+        The context; ``SINGLE_PROCESS`` outside a multi-process job.
+    """
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        return SINGLE_PROCESS
+    return RankContext(
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_rank=int(os.environ["LOCAL_RANK"]),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])),
+    )
+
+
+def threads_per_rank(context: RankContext, plan: ProcessPlan) -> int | None:
+    """Intra-op threads of a CPU rank: the machine's cores shared among its ranks.
+
+    N processes each using every core would fight over them. ``OMP_NUM_THREADS`` set by the
+    user wins.
+
+    Returns:
+        The count, or None where the rank keeps torch's own choice (one process, GPU ranks,
+        ``OMP_NUM_THREADS`` given).
+    """
+    on_gpu = plan.device is DeviceName.cuda or plan.backend == "nccl"
+    if not context.distributed or on_gpu or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, (os.cpu_count() or 1) // context.local_world_size)
+
+
 def join_job(plan: ProcessPlan) -> RankContext:
     """Join the process group of the job this process belongs to, if it belongs to one.
 
-    Sets this rank's GPU as the current CUDA device (so ``torch.device("cuda")`` means it) and,
-    for CPU ranks, shares the cores among the processes of the machine.
+    Sets this rank's GPU as the current CUDA device (so ``torch.device("cuda")`` means it).
+    The threads of CPU ranks are the run plan's (``threads_per_rank``).
 
     Args:
         plan: From ``plan_processes``.
@@ -207,19 +239,11 @@ def join_job(plan: ProcessPlan) -> RankContext:
     Returns:
         This process's context; ``SINGLE_PROCESS`` outside a multi-process job.
     """
-    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
-        return SINGLE_PROCESS
-    context = RankContext(
-        rank=int(os.environ["RANK"]),
-        world_size=int(os.environ["WORLD_SIZE"]),
-        local_rank=int(os.environ["LOCAL_RANK"]),
-        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])),
-    )
+    context = rank_context()
+    if not context.distributed:
+        return context
     if plan.device is DeviceName.cuda or plan.backend == "nccl":
         torch.cuda.set_device(context.local_rank)
-    elif "OMP_NUM_THREADS" not in os.environ:
-        # N processes each using every core would fight over them.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // context.local_world_size))
     if not dist.is_initialized():
         # How long a collective waits for the other ranks before failing. A dead rank normally
         # stops the job within a second (the launcher sees it exit); this bounds the cases it

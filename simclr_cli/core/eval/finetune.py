@@ -22,7 +22,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from .._io import prepare_output
 from .._runtime import autocast, resolve_device, resolve_precision, seed_everything, seed_worker
-from .._threads import use_idle_cores
+from .._threads import default_workers, use_idle_cores
 from ..config import FinetuneConfig
 from ..constants import SMALL_IMAGE_SIZE
 from ..data.files import load_rgb
@@ -30,7 +30,6 @@ from ..model.classifier import ClassifierModel, create_classifier, save_classifi
 from ..model.files import load_model
 from ..model.simclr import ModelMetadata
 from ..progress import ProgressCallback, ProgressEvent, null_progress
-from ..train.loop import default_workers
 from ..train.optimizers import learning_rate_at
 from .embed import eval_transform_for
 from .knn import topk_accuracy

@@ -53,6 +53,38 @@ def resolve_stem(stem: Stem | str, *, model: nn.Module, image_size: int) -> Stem
     return stem
 
 
+def plan_stem(stem: Stem | str, *, backbone: str, image_size: int) -> Stem:
+    """The stem ``create_backbone`` will give ``backbone``, decided before it is built.
+
+    Whether ``auto`` means the CIFAR stem (and whether ``cifar`` is allowed) depends on the
+    model's class, so for those cases the model is built on the meta device: no memory, no
+    random numbers. A model that cannot be built there is built on the CPU instead.
+
+    Args:
+        stem: The requested stem.
+        backbone: A timm model name.
+        image_size: Side of the training images in pixels.
+
+    Returns:
+        ``Stem.cifar`` or ``Stem.imagenet``.
+
+    Raises:
+        BackboneError: For an unknown name, or the CIFAR stem asked for a model that is not a
+            ResNet.
+    """
+    stem = Stem(stem)
+    if stem is Stem.imagenet or (stem is Stem.auto and image_size > SMALL_IMAGE_SIZE):
+        return Stem.imagenet
+    try:
+        with torch.device("meta"):
+            skeleton = _create_timm_model(backbone, image_size=image_size)
+    except BackboneError:
+        raise
+    except Exception:
+        skeleton = _create_timm_model(backbone, image_size=image_size)
+    return resolve_stem(stem, model=skeleton, image_size=image_size)
+
+
 def apply_cifar_stem(model: nn.Module) -> None:
     """Give a timm ResNet the CIFAR stem in place: a stride-1 3x3 first conv and no max-pool.
 

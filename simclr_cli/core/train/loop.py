@@ -1,63 +1,53 @@
 """SimCLR pretraining: the training loop behind ``simclr pretrain``.
 
-The loop is flat, in the manner of nanoGPT: small pure helpers above, one function below that
-reads top to bottom. Extensions (ranks, fused loss, augmentation on the device, resume) replace
-one block each.
+The loop is flat, in the manner of nanoGPT: ``pretrain`` resolves the plan (``plan.py``), builds
+from it (``setup.py``), prepares the run folder, then runs one loop that reads top to bottom, one
+comment per block. Extensions (ranks, fused loss, augmentation on the device, resume) replace one
+block each.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from .._runtime import (
-    autocast,
-    resolve_device,
-    resolve_precision,
-    seed_everything,
-    use_channels_last,
-)
-from .._threads import use_idle_cores
-from ..augment.batched import BatchAugmenter
-from ..augment.eval import default_crop_fraction
-from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
-from ..config import PretrainConfig, config_to_dict
-from ..constants import DEFAULT_MEAN, DEFAULT_STD
-from ..data.checks import describe_bad_images, refuse_bad_images, scan_images
-from ..data.files import find_images
-from ..data.loader import DataWaitGauge, TrainImageLoader
-from ..data.sampler import ResumableRandomSampler
+from .._runtime import autocast
+from ..config import PretrainConfig
+from ..data.loader import DataWaitGauge
+from ..distributed.launcher import launch_pretrain
 from ..distributed.ranks import (
     SINGLE_PROCESS,
     RankContext,
     agree_batch_size,
-    average_across_ranks,
     join_job,
     nt_xent_across_ranks,
-    per_rank_workers,
-    plan_processes,
-    prepare_model,
     sum_across_ranks,
 )
-from ..errors import DataError, UsageError
+from ..errors import DataError
 from ..loss.grad_cache import cached_contrastive_loss
 from ..loss.nt_xent import nt_xent_loss
 from ..model.files import save_model
-from ..model.simclr import SimCLRModel, create_simclr_model
 from ..progress import ProgressCallback, ProgressEvent, null_progress
-from .budget import TimeBudget, budget_stem
-from .loggers import check_loggers
-from .monitor import KnnMonitor
-from .optimizers import create_optimizer, learning_rate_at, scaled_learning_rate
+from .budget import TimeBudget
+from .optimizers import learning_rate_at
+from .plan import plan_rows, plan_run, resolved_settings
 from .run_folder import open_run_folder, refuse_early
 from .safeguards import create_run_guard
+from .setup import (
+    MetricsWindow,
+    build_data,
+    build_model,
+    build_monitor,
+    build_optimizer,
+    use_planned_threads,
+)
 
 
 @dataclass
@@ -100,25 +90,13 @@ class PretrainResult:
         }
 
 
-def default_workers() -> int:
-    """Data-loading processes: half the cores (the other half trains), at most 8, at least 1."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
-def plan_steps(*, num_images: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
-    """Optimiser steps of the run: ``max_steps`` if given, else whole epochs of full batches."""
-    if max_steps is not None:
-        return max_steps
-    return epochs * (num_images // batch_size)
-
-
 def contrastive_step(
-    model: SimCLRModel,
+    model: nn.Module,
     views_a: torch.Tensor,
     views_b: torch.Tensor,
     *,
     temperature: float,
-    autocast_context: object,
+    autocast_context: contextlib.AbstractContextManager,
     accumulate: int = 1,
     context: RankContext = SINGLE_PROCESS,
     memory_format: torch.memory_format = torch.contiguous_format,
@@ -131,7 +109,7 @@ def contrastive_step(
     all 2N views, and its ``backward()`` re-runs the micro-batches to fill the gradients.
 
     Args:
-        model: Backbone plus head.
+        model: Backbone plus head (a ``SimCLRModel``, or one wrapped for ranks or compiled).
         views_a: First views (N, 3, S, S).
         views_b: Second views (N, 3, S, S).
         temperature: Loss temperature.
@@ -171,8 +149,9 @@ def pretrain(
 
     Args:
         config: The run's settings.
-        progress: Receives a ``start`` event, an ``advance`` event per step (with loss, learning
-            rate and images per second) and an ``end`` event.
+        progress: Receives a ``plan`` event (the table of the run's choices) once the run folder
+            is ready, a ``start`` event, an ``advance`` event per step (with loss, learning
+            rate and images per second), ``message`` events and an ``end`` event.
 
     Returns:
         Where the model was saved and how the run went.
@@ -188,186 +167,63 @@ def pretrain(
 def _pretrain(
     config: PretrainConfig, progress: ProgressCallback, cleanup: contextlib.ExitStack
 ) -> PretrainResult:
-    # Check the settings and the data before anything is written; a time budget starts now.
-    config.validate()
-    check_loggers(config.loggers)
-    budget = (
-        TimeBudget(config.time_budget, max_steps=config.max_steps) if config.time_budget else None
-    )
-    plan = plan_processes(config)
-    device = resolve_device(plan.device)
-    use_idle_cores(device)
-    if plan.world_size > 1 and (config.time_budget is not None or config.accumulate > 1):
-        # Both change the step or its gradients on each rank alone; ranks would fall out of step.
-        raise UsageError(
-            "--time-budget and --accumulate work on one process only for now; drop them or "
-            "run without --gpus/--cpu-processes"
-        )
-    precision = resolve_precision(config.precision, device)
-    paths = find_images(config.data)
-    # Files that cannot be images at all are found now, before the first step.
-    paths, bad_images = scan_images(paths)
-    if config.on_bad_image.value == "fail":
-        refuse_bad_images(bad_images, config.data)
-    if not paths:
-        raise DataError(
-            f"none of the images in {config.data} could be decoded "
-            f"({describe_bad_images(bad_images)}); check the files"
-        )
-    if len(paths) < config.batch_size:
-        raise DataError(
-            f"{config.data} has {len(paths)} images, fewer than --batch-size "
-            f"{config.batch_size}; lower --batch-size or add images",
-            flag="--batch-size",
-        )
-    preset = resolve_preset(config.preset, image_size=config.image_size)
-    color_strength = config.color_strength
-    if color_strength is None:
-        color_strength = DEFAULT_COLOR_STRENGTH[preset]
-    workers = default_workers() if config.workers is None else config.workers
-    total_steps = plan_steps(
-        num_images=len(paths),
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        max_steps=config.max_steps,
-    )
-    warmup_steps = round(config.warmup_fraction * total_steps)
-    peak_lr = scaled_learning_rate(
-        config.optimizer,
-        batch_size=config.batch_size,
-        base=config.learning_rate,
-        scaling=config.lr_scaling,
-    )
+    """The body of ``pretrain``; ``cleanup`` holds what must be released at the end."""
+    # Check the flags and the data and resolve every `auto` (see plan.py), before anything is
+    # written; a time budget starts first, so that the checks count against it.
+    budget = None
+    if config.time_budget:
+        budget = TimeBudget(config.time_budget, max_steps=config.max_steps)
+    plan = plan_run(config=config)
 
     # Several processes: start them now that the input is known to be good (rank 0's result
     # comes back), or join the job this process is a rank of. Only rank 0 writes and reports.
-    if plan.launch:
-        from ..distributed.launcher import launch_pretrain
-
+    if plan.processes.launch:
         refuse_early(config.out, force=config.force, resume=config.resume)
-        return launch_pretrain(config=config, progress=progress, processes=plan.processes)
-    context = join_job(plan)
+        processes = plan.processes.processes
+        return launch_pretrain(pretrain, config=config, progress=progress, processes=processes)
+    context = join_job(plan.processes)
     if not context.is_main:
         progress = null_progress
-    if config.workers is None:
-        workers = per_rank_workers(workers, context)
+    use_planned_threads(plan)
 
-    # Build the model; an unknown backbone or an impossible size fails here.
-    seed_everything(config.seed)
-    model = create_simclr_model(
-        backbone=config.backbone,
-        stem=budget_stem(config.stem, config.time_budget).value,
-        image_size=config.image_size,
-        init_weights=config.init_weights,
-        head=config.head.value,
-        head_hidden_dim=config.head_hidden_dim,
-        head_output_dim=config.head_output_dim,
-        metadata={
-            "crop_fraction": default_crop_fraction(config.image_size),
-            "mean": DEFAULT_MEAN,
-            "std": DEFAULT_STD,
-            "preset": preset.value,
-            "color_strength": color_strength,
-            "temperature": config.temperature,
-        },
-    ).to(device)
-    # Channels-last where it measured faster (bf16 on the CPU, mixed precision on a GPU).
-    memory_format = (
-        torch.channels_last if use_channels_last(precision, device) else torch.contiguous_format
-    )
-    model = model.to(memory_format=memory_format)
-    network = prepare_model(model, context, device=device, sync_batch_norm=config.sync_batch_norm)
-    if context.rank:
-        seed_everything(config.seed + context.rank)  # Each rank draws its own augmentations.
-    optimizer = create_optimizer(
-        config.optimizer,
-        [model.backbone, model.head],
-        learning_rate=peak_lr,
-        weight_decay=config.weight_decay,
-    )
-
-    # The online kNN monitor reads its labelled images now, so a bad --val fails early.
-    monitor = None
-    if config.val is not None and context.is_main:
-        monitor = KnnMonitor(
-            config.val, metadata=model.metadata, every=config.eval_every, device=device
-        )
-
-    # Data: worker processes only decode (and the first epoch fills the RAM cache); the loop
-    # makes both views of every image from that one decode, batched, on the training device.
-    # The order comes from a resumable sampler (sharded over ranks), the augmentations from the
-    # global torch generator, so a checkpoint holds every random state of the run.
-    generator = torch.Generator().manual_seed(config.seed + context.rank)
-    sampler = ResumableRandomSampler(
-        len(paths), seed=config.seed, rank=context.rank, world_size=context.world_size
-    )
-    loader = TrainImageLoader(
-        paths,
-        image_size=config.image_size,
-        batch_size=config.batch_size // context.world_size,
-        workers=workers,
-        cache=config.cache,
-        generator=generator,
-        sampler=sampler,
-        pin_memory=device.type == "cuda",
-        progress=progress,
-    )
-    augment = BatchAugmenter(
-        preset,
-        image_size=config.image_size,
-        color_strength=color_strength,
-        device=device,
-        generator=None,
-        mean=DEFAULT_MEAN,
-        std=DEFAULT_STD,
-    )
-    gauge = DataWaitGauge()
-    forward_model = torch.compile(network) if config.compile else network
+    # Build from the plan: model (seeded), optimiser, online kNN monitor, loader and augmenter.
+    model, network = build_model(config, plan)
+    optimizer = build_optimizer(config, plan, model)
+    monitor = build_monitor(config, plan, model)
+    data = build_data(config, plan, progress=progress)
+    device, precision, gauge = plan.device, plan.precision, DataWaitGauge()
 
     # The run folder and its resolved configuration; --resume continues a run of the same one.
-    resolved = config_to_dict(config)
-    resolved.update(
-        {
-            "data": str(Path(config.data).resolve()),
-            "preset": preset.value,
-            "color_strength": color_strength,
-            "stem": model.metadata.stem,
-            "workers": workers,
-            "precision": precision.value,
-            "device": device.type,
-            "world_size": context.world_size,
-            "cache": config.cache.value,
-        }
-    )
-    step_plan = {"total_steps": total_steps, "warmup_steps": warmup_steps}
-    settings = {**resolved, **step_plan, "num_images": len(paths)}
+    resolved = resolved_settings(config, plan)
+    step_plan = {"total_steps": plan.total_steps, "warmup_steps": plan.warmup_steps}
+    settings = {**resolved, **step_plan, "num_images": plan.num_images}
     # [pretrain] holds the flags, so that `--config RUN/config.toml` repeats the run; --force and
     # --resume are actions of one invocation, and [plan] what the run derived from the flags.
     written = {key: value for key, value in resolved.items() if key not in ("force", "resume")}
-    plan_table = {**step_plan, "peak_learning_rate": peak_lr}
     run = cleanup.enter_context(
         open_run_folder(
             config.out,
             force=config.force,
             resume=config.resume,
             settings=settings,
-            config_tables={"pretrain": written, "plan": plan_table},
+            config_tables={"pretrain": written, "plan": plan.to_table()},
             context=context,
         )
     )
     run_dir, checkpoint = run.path, run.checkpoint
-
+    # The plan, saved, is shown once the run is sure to start (a failing run prints one line).
+    progress(ProgressEvent("plan", "pretrain", rows=plan_rows(plan, config)))
     # Checkpoints, resume, stop signals, non-finite steps and bad images (see safeguards.py).
     guard = create_run_guard(
         config=config,
         run_dir=run_dir,
         model=model,
         optimizer=optimizer,
-        sampler=sampler,
-        loader_generator=generator,
+        sampler=data.sampler,
+        loader_generator=data.generator,
         settings=settings,
-        total_steps=total_steps,
-        bad_images=bad_images,
+        total_steps=plan.total_steps,
+        bad_images=plan.bad_images,
         progress=progress,
         is_main=context.is_main,
     )
@@ -376,50 +232,53 @@ def _pretrain(
     logger = run.create_logger(config.loggers)
 
     # The training loop.
+    total_steps, warmup_steps = plan.total_steps, plan.warmup_steps
     progress(ProgressEvent("start", "pretrain", total=total_steps, completed=position.step))
     model.train()
-    steps_per_epoch = max(1, len(paths) // config.batch_size)
     step, epoch, images_seen = position.step, position.epoch, position.images_seen
-    skipped = position.skipped_images if checkpoint else len(bad_images)
-    window_loss, window_steps, window_images = 0.0, 0, 0
-    last_loss = float("nan")
-    started = window_started = time.perf_counter()
+    skipped = position.skipped_images if checkpoint else len(plan.bad_images)
+    started = time.perf_counter()
+    window = MetricsWindow(
+        gauge=gauge, context=context, steps_per_epoch=max(1, plan.num_images // config.batch_size)
+    )
     guard.install()
     try:
         while step < total_steps:
             steps_before_epoch = step
             guard.start_epoch(epoch)
-            for batch in gauge.timed(loader):
+            for batch in gauge.timed(data.loader):
                 skipped += guard.note_batch(batch.bad)
                 # Two augmented views of every image; every rank agrees on the batch size.
-                views_a, views_b = augment(batch.images, batch.sizes)
+                views_a, views_b = data.augment(batch.images, batch.sizes)
                 views_a, views_b = agree_batch_size(views_a, views_b, context)
                 if views_a.shape[0] < 2:
                     continue
                 # Learning rate from the step alone, so a re-planned run follows the same curve.
                 lr = learning_rate_at(
-                    step, total_steps=total_steps, warmup_steps=warmup_steps, peak=peak_lr
+                    step,
+                    total_steps=total_steps,
+                    warmup_steps=warmup_steps,
+                    peak=plan.peak_learning_rate,
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 # Forward, loss, backward, update.
                 loss = contrastive_step(
-                    forward_model,
+                    network,
                     views_a,
                     views_b,
                     temperature=config.temperature,
                     autocast_context=autocast(precision, device),
                     accumulate=config.accumulate,
                     context=context,
-                    memory_format=memory_format,
+                    memory_format=plan.memory_format,
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 # A non-finite loss or gradient skips the update; several in a row stop the run.
                 if guard.update_is_finite(loss, step=step):
                     optimizer.step()
-                    window_loss += loss.item()
-                    window_steps += 1
+                    window.add_loss(loss.item())
                 step += 1
                 images_seen += views_a.shape[0] * context.world_size
                 # With --time-budget, the measured speed fixes (and corrects) the step count.
@@ -433,41 +292,25 @@ def _pretrain(
                         model.backbone, step=step, autocast_context=autocast(precision, device)
                     )
                     logger.log(evaluation)
-                window_images += views_a.shape[0] * context.world_size
-                # Log a line and report progress every log_every steps and at the end.
+                window.images += views_a.shape[0] * context.world_size
+                # Log a record every log_every steps and at the end; report progress every step.
+                record = {}
                 if step % config.log_every == 0 or step == total_steps:
-                    now = time.perf_counter()
-                    last_loss = average_across_ranks(
-                        window_loss / window_steps if window_steps else float("nan"), context
-                    )
-                    record = {
-                        "step": step,
-                        "epoch": round(step / steps_per_epoch, 4),
-                        "loss": round(last_loss, 6),
-                        "lr": lr,
-                        "images_per_second": round(window_images / (now - window_started), 2),
-                        **(monitor.latest if monitor is not None else {}),
-                        "data_wait": round(gauge.take_seconds() / (now - window_started), 4),
-                        "skipped_images": skipped,
-                    }
+                    latest = monitor.latest if monitor is not None else {}
+                    record = window.record(step=step, lr=lr, skipped=skipped, evaluation=latest)
                     logger.log(record)
-                    window_loss, window_steps, window_images = 0.0, 0, 0
-                    window_started = now
-                    progress(
-                        ProgressEvent(
-                            "advance", "pretrain", total=total_steps, completed=step, metrics=record
-                        )
+                progress(
+                    ProgressEvent(
+                        "advance", "pretrain", total=total_steps, completed=step, metrics=record
                     )
-                    # The first window includes starting the workers and filling the cache.
-                    hint = step > config.log_every and gauge.hint(
-                        record["data_wait"], workers=workers, cached=loader.cached
+                )
+                # A hint when the loop waits for data (after the first window: worker start-up).
+                if record and step > config.log_every:
+                    hint = gauge.hint(
+                        record["data_wait"], workers=plan.workers, cached=data.loader.cached
                     )
                     if hint:
                         progress(ProgressEvent("message", "pretrain", text=hint))
-                else:
-                    progress(
-                        ProgressEvent("advance", "pretrain", total=total_steps, completed=step)
-                    )
                 # Checkpoint when due and at the end; stop here after SIGINT/SIGTERM.
                 guard.after_step(step=step, epoch=epoch, images_seen=images_seen, skipped=skipped)
                 if step >= total_steps:
@@ -498,7 +341,7 @@ def _pretrain(
         model_path=model_path,
         steps=step,
         images_seen=images_seen,
-        final_loss=last_loss,
+        final_loss=window.last_loss,
         images_per_second=(images_seen - position.images_seen) / seconds if seconds > 0 else 0.0,
         seconds=seconds,
         skipped_images=skipped,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import time
@@ -12,8 +13,16 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from simclr_cli.core.distributed.launcher import describe_failure, launch_workers, run_rank
+from simclr_cli.core.config import PretrainConfig
+from simclr_cli.core.distributed import launcher
+from simclr_cli.core.distributed.launcher import (
+    describe_failure,
+    launch_pretrain,
+    launch_workers,
+    run_rank,
+)
 from simclr_cli.core.errors import ConfigError, DataError, DistributedError
+from simclr_cli.core.progress import ProgressEvent
 
 #: A generous bound on "stops within seconds" on a loaded 2-core machine; a hang would be
 #: the collective timeout (minutes).
@@ -109,3 +118,37 @@ def test_describe_failure__other_errors_name_the_rank_in_one_line():
     error = describe_failure(failures, world_size=2)
     assert str(error).startswith("rank 1 of 2 failed: ValueError: nan in loss;")
     assert "\n" not in str(error) and error.exit_code == 1
+
+
+def _report_rank(*, config: PretrainConfig, progress) -> str:
+    """An entry point: each rank reports its rank through ``progress`` and returns it."""
+    rank = os.environ["RANK"]
+    progress(ProgressEvent("message", "pretrain", text=f"rank {rank} of {config.batch_size}"))
+    return f"result of rank {rank}"
+
+
+def test_launch_pretrain__runs_the_entry_point_and_returns_rank_zeros_result():
+    events: list[ProgressEvent] = []
+    config = PretrainConfig(data=Path("images"), batch_size=2)
+    result = launch_pretrain(_report_rank, config=config, progress=events.append, processes=2)
+    assert result == "result of rank 0"
+    # Only rank 0's events reach the caller.
+    assert [event.text for event in events] == ["rank 0 of 2"]
+
+
+def test_launcher__does_not_import_training():
+    # The launcher sits below train/: it is handed the entry point instead of importing it.
+    tree = ast.parse(Path(launcher.__file__).read_text())
+    imported = [
+        f"{node.module or ''}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    ]
+    imported += [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    ]
+    assert imported and not [name for name in imported if "train" in name.split(".")]

@@ -12,7 +12,7 @@ from torch import nn
 
 from simclr_cli.core.config import Stem
 from simclr_cli.core.errors import BackboneError
-from simclr_cli.core.model.backbone import create_backbone, resolve_stem
+from simclr_cli.core.model.backbone import create_backbone, plan_stem, resolve_stem
 
 
 def test_create_backbone__auto_stem_is_cifar_for_small_resnets():
@@ -52,6 +52,24 @@ def test_resolve_stem__cifar_stem_on_non_resnet_raises():
     with pytest.raises(BackboneError, match="ResNet models only"):
         resolve_stem("cifar", model=model, image_size=32)
     assert resolve_stem("auto", model=model, image_size=32) is Stem.imagenet
+
+
+def test_plan_stem__decides_what_create_backbone_gives_without_random_numbers():
+    state = torch.random.get_rng_state()
+    for name, size in [("test_resnet", 32), ("test_resnet", 96), ("test_vit", 32)]:
+        planned = plan_stem("auto", backbone=name, image_size=size)
+        assert planned is create_backbone(name, image_size=size)[1]
+        torch.random.set_rng_state(state)
+    assert plan_stem("auto", backbone="test_resnet", image_size=32) is Stem.cifar
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert plan_stem("imagenet", backbone="test_resnet", image_size=32) is Stem.imagenet
+
+
+def test_plan_stem__cifar_on_a_non_resnet_and_unknown_names_are_refused():
+    with pytest.raises(BackboneError, match="ResNet models only"):
+        plan_stem("cifar", backbone="test_vit", image_size=32)
+    with pytest.raises(BackboneError, match="unknown backbone 'resnet181'"):
+        plan_stem("auto", backbone="resnet181", image_size=32)
 
 
 def test_create_backbone__init_weights_from_timm_file(tmp_path: Path):

@@ -1,0 +1,311 @@
+"""The plan of a pretraining run: every ``auto`` of its flags resolved, in one place.
+
+``plan_run`` checks the flags and the data, then decides what the flags leave open: the processes
+and the batch of each rank, the device, the precision, the memory format, the ResNet stem, the
+augmentation, the data workers, the intra-op threads, the image cache, the step count, the
+warm-up and the learning rate. Nothing is built or written: the loop builds from the plan, shows
+it as a table (a ``plan`` progress event) and saves it under ``[plan]`` in ``config.toml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import _env
+from .._io import format_duration
+from .._runtime import resolve_device, resolve_precision, use_channels_last
+from .._threads import default_workers, planned_threads
+from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
+from ..config import CacheMode, Precision, Preset, PretrainConfig, Stem, config_to_dict
+from ..data.checks import BadImage, describe_bad_images, refuse_bad_images, scan_images
+from ..data.files import find_images
+from ..data.loader import cache_budget_bytes
+from ..distributed.ranks import (
+    ProcessPlan,
+    RankContext,
+    per_rank_workers,
+    plan_processes,
+    rank_context,
+    threads_per_rank,
+)
+from ..errors import DataError, UsageError
+from ..model.backbone import plan_stem
+from .budget import budget_stem
+from .loggers import check_loggers
+from .optimizers import DEFAULT_WEIGHT_DECAY, scaled_learning_rate
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a pretraining run decided before building anything.
+
+    Attributes:
+        images: The training images that passed the header scan.
+        bad_images: Files the scan found unusable (skipped and listed, or refused).
+        processes: How the run is spread over processes (``plan_processes``).
+        context: This process's place in the job (``SINGLE_PROCESS`` outside one).
+        batch_per_rank: Images of each step on each rank: the global batch over the world size.
+        device: Where this process trains.
+        precision: The forward pass's precision, never ``auto``.
+        channels_last: Whether the model and its input are channels-last (NHWC).
+        stem: The ResNet stem, never ``auto``.
+        preset: The augmentation preset, never ``auto``.
+        color_strength: The colour distortion strength s.
+        workers: Decoding processes of this rank.
+        threads: Intra-op threads of this process.
+        cache: Where decoded images live between epochs.
+        cache_budget: Bytes ``--cache auto`` may fill (None for ``ram`` and ``off``).
+        total_steps: Optimiser steps; a time budget re-plans them from the measured speed.
+        warmup_steps: Steps of linear warm-up.
+        peak_learning_rate: The learning rate after warm-up, scaled with the batch size.
+        weight_decay: The weight decay of the optimiser.
+    """
+
+    images: tuple[Path, ...] = field(repr=False)
+    bad_images: tuple[BadImage, ...] = field(repr=False)
+    processes: ProcessPlan
+    context: RankContext
+    batch_per_rank: int
+    device: torch.device
+    precision: Precision
+    channels_last: bool
+    stem: Stem
+    preset: Preset
+    color_strength: float
+    workers: int
+    threads: int
+    cache: CacheMode
+    cache_budget: int | None
+    total_steps: int
+    warmup_steps: int
+    peak_learning_rate: float
+    weight_decay: float
+
+    @property
+    def num_images(self) -> int:
+        """Images the run trains on."""
+        return len(self.images)
+
+    @property
+    def world_size(self) -> int:
+        """Processes in the whole job."""
+        return self.processes.world_size
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout of the model's weights and input."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def to_table(self) -> dict[str, Any]:
+        """The ``[plan]`` table of ``config.toml``: plain values, steps and learning rate first."""
+        return {
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "peak_learning_rate": self.peak_learning_rate,
+            "weight_decay": self.weight_decay,
+            "num_images": self.num_images,
+            "world_size": self.world_size,
+            "batch_per_rank": self.batch_per_rank,
+            "device": self.device.type,
+            "precision": self.precision.value,
+            "channels_last": self.channels_last,
+            "stem": self.stem.value,
+            "preset": self.preset.value,
+            "color_strength": self.color_strength,
+            "workers": self.workers,
+            "threads": self.threads,
+            "cache": self.cache.value,
+        }
+
+
+def plan_steps(*, num_images: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
+    """Optimiser steps of the run: ``max_steps`` if given, else whole epochs of full batches."""
+    if max_steps is not None:
+        return max_steps
+    return epochs * (num_images // batch_size)
+
+
+def plan_run(*, config: PretrainConfig) -> RunPlan:
+    """Check a run's flags and data and resolve every ``auto`` of it.
+
+    The checks come cheapest first: the flags, then the processes and the device, then the data
+    (every file's header is read). Nothing is written, and in a process that will start others
+    nothing is built either. In a rank of a GPU job the rank's GPU becomes the current device.
+
+    Args:
+        config: The run's settings.
+
+    Returns:
+        The plan.
+
+    Raises:
+        SimCLRError: For bad flags (``ConfigError``, ``UsageError``), a backbone that does not
+            exist or cannot take the stem (``BackboneError``), or data that cannot train
+            (``DataError``).
+    """
+    config.validate()
+    check_loggers(config.loggers)
+    processes = plan_processes(config)
+    device = resolve_device(processes.device)
+    if processes.world_size > 1 and (config.time_budget is not None or config.accumulate > 1):
+        # Both change the step or its gradients on each rank alone; ranks would fall out of step.
+        raise UsageError(
+            "--time-budget and --accumulate work on one process only for now; drop them or "
+            "run without --gpus/--cpu-processes"
+        )
+    precision = resolve_precision(config.precision, device)
+    images, bad_images = _training_images(config)
+
+    # Where the batch is computed: the machine's cores are shared among the ranks on it.
+    context = rank_context()
+    workers = default_workers() if config.workers is None else config.workers
+    if config.workers is None:
+        workers = per_rank_workers(workers, context)
+    threads = threads_per_rank(context, processes) or planned_threads(device)
+
+    # What is learned: the stem (the fast one within a short time budget) and the augmentation.
+    stem = plan_stem(
+        budget_stem(config.stem, config.time_budget),
+        backbone=config.backbone,
+        image_size=config.image_size,
+    )
+    preset = resolve_preset(config.preset, image_size=config.image_size)
+    color_strength = config.color_strength
+    if color_strength is None:
+        color_strength = DEFAULT_COLOR_STRENGTH[preset]
+
+    # How long and how fast: steps, warm-up and the learning rate scaled with the global batch.
+    total_steps = plan_steps(
+        num_images=len(images),
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+    )
+    peak_learning_rate = scaled_learning_rate(
+        config.optimizer,
+        batch_size=config.batch_size,
+        base=config.learning_rate,
+        scaling=config.lr_scaling,
+    )
+    weight_decay = config.weight_decay
+    if weight_decay is None:
+        weight_decay = DEFAULT_WEIGHT_DECAY[config.optimizer]
+    return RunPlan(
+        images=tuple(images),
+        bad_images=tuple(bad_images),
+        processes=processes,
+        context=context,
+        batch_per_rank=config.batch_size // processes.world_size,
+        device=device,
+        precision=precision,
+        channels_last=use_channels_last(precision, device),
+        stem=stem,
+        preset=preset,
+        color_strength=color_strength,
+        workers=workers,
+        threads=threads,
+        cache=config.cache,
+        cache_budget=cache_budget_bytes() if config.cache is CacheMode.auto else None,
+        total_steps=total_steps,
+        warmup_steps=round(config.warmup_fraction * total_steps),
+        peak_learning_rate=peak_learning_rate,
+        weight_decay=weight_decay,
+    )
+
+
+def _training_images(config: PretrainConfig) -> tuple[list[Path], list[BadImage]]:
+    # Files that cannot be images at all are found now, before the first step.
+    paths, bad_images = scan_images(find_images(config.data))
+    if config.on_bad_image.value == "fail":
+        refuse_bad_images(bad_images, config.data)
+    if not paths:
+        raise DataError(
+            f"none of the images in {config.data} could be decoded "
+            f"({describe_bad_images(bad_images)}); check the files"
+        )
+    if len(paths) < config.batch_size:
+        raise DataError(
+            f"{config.data} has {len(paths)} images, fewer than --batch-size "
+            f"{config.batch_size}; lower --batch-size or add images"
+        )
+    return paths, bad_images
+
+
+def resolved_settings(config: PretrainConfig, plan: RunPlan) -> dict[str, Any]:
+    """The flags with the plan's choices for their ``auto`` values: ``[pretrain]`` of a run.
+
+    With the step plan added, this is what a checkpoint records and ``--resume`` compares.
+    """
+    settings = config_to_dict(config)
+    settings.update(
+        {
+            "data": str(Path(config.data).resolve()),
+            "preset": plan.preset.value,
+            "color_strength": plan.color_strength,
+            "stem": plan.stem.value,
+            "workers": plan.workers,
+            "precision": plan.precision.value,
+            "device": plan.device.type,
+            "world_size": plan.world_size,
+            "cache": plan.cache.value,
+        }
+    )
+    return settings
+
+
+def plan_rows(plan: RunPlan, config: PretrainConfig) -> tuple[tuple[str, str, str], ...]:
+    """The plan as a short table: ``(setting, value, how it was chosen)`` rows.
+
+    The third column says ``auto`` where the run chose, and why where a rule decided.
+    """
+
+    def chosen(value: object) -> str:
+        return "auto" if value is None or getattr(value, "value", value) == "auto" else ""
+
+    skipped = f"{len(plan.bad_images)} unreadable files skipped" if plan.bad_images else ""
+    if plan.world_size > 1:
+        processes = f"{plan.world_size} ({plan.processes.backend})"
+        processes_how = f"{plan.batch_per_rank} images per rank and step"
+    else:
+        processes, processes_how = "1", ""
+    channels_set = _env.channels_last() is not None
+    threads_how = "SIMCLR_THREADS" if _env.threads() is not None else ""
+    if threads_per_rank(plan.context, plan.processes) is not None:
+        threads_how = "the cores shared among the ranks"
+    stem_how = chosen(config.stem)
+    if budget_stem(config.stem, config.time_budget) is not config.stem:
+        stem_how = "auto: the fast stem within a time budget under 1h"
+    memory_format = "channels-last" if plan.channels_last else "contiguous"
+    augmentation = f"{plan.preset.value}, colour strength {plan.color_strength:g}"
+    cache, cache_how = plan.cache.value, ""
+    if plan.cache_budget is not None:
+        cache, cache_how = f"RAM up to {plan.cache_budget / 1e9:.1f} GB, else stream", "auto"
+    if config.time_budget is not None:
+        steps_how = f"re-planned to fit {format_duration(config.time_budget)}"
+    elif config.max_steps is not None:
+        steps_how = "--max-steps"
+    else:
+        steps_how = f"{config.epochs} epochs of {plan.num_images // config.batch_size} batches"
+    workers_how = chosen(config.workers)
+    if config.workers is None and plan.context.distributed:
+        workers_how = "auto, per rank"
+    scaling = f"{config.lr_scaling.value} scaling to batch {config.batch_size}"
+    return (
+        ("images", str(plan.num_images), skipped),
+        ("processes", processes, processes_how),
+        ("device", plan.device.type, chosen(config.device)),
+        ("precision", plan.precision.value, chosen(config.precision)),
+        ("memory format", memory_format, "SIMCLR_CHANNELS_LAST" if channels_set else "auto"),
+        ("stem", plan.stem.value, stem_how),
+        ("augmentation", augmentation, chosen(config.preset) or chosen(config.color_strength)),
+        ("workers", str(plan.workers), workers_how),
+        ("threads", str(plan.threads), threads_how),
+        ("cache", cache, cache_how),
+        ("steps", f"{plan.total_steps}, warm-up {plan.warmup_steps}", steps_how),
+        ("learning rate", f"{plan.peak_learning_rate:.4g} peak", scaling),
+        ("weight decay", f"{plan.weight_decay:g}", chosen(config.weight_decay)),
+    )

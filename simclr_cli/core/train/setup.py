@@ -1,0 +1,204 @@
+"""Building a pretraining run from its plan: model, optimiser, online monitor, data, metrics.
+
+Each builder takes the run's config and its ``RunPlan`` and decides nothing the plan has not
+decided. The order of the calls in ``loop.pretrain`` is part of the run's reproducibility: the
+model is built right after seeding, and the augmentations draw from the global generator after it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from .._runtime import seed_everything
+from ..augment.batched import BatchAugmenter
+from ..augment.eval import default_crop_fraction
+from ..config import PretrainConfig
+from ..constants import DEFAULT_MEAN, DEFAULT_STD
+from ..data.loader import DataWaitGauge, TrainImageLoader
+from ..data.sampler import ResumableRandomSampler
+from ..distributed.ranks import RankContext, average_across_ranks, prepare_model
+from ..model.simclr import SimCLRModel, create_simclr_model
+from ..progress import ProgressCallback
+from .monitor import KnnMonitor
+from .optimizers import create_optimizer
+from .plan import RunPlan
+
+
+def use_planned_threads(plan: RunPlan) -> None:
+    """Give torch the plan's intra-op threads (left alone when the count is already right)."""
+    if plan.threads != torch.get_num_threads():
+        torch.set_num_threads(plan.threads)
+
+
+def build_model(config: PretrainConfig, plan: RunPlan) -> tuple[SimCLRModel, nn.Module]:
+    """Seed, build the backbone and head on the plan's device and wrap them for the ranks.
+
+    An unknown backbone or an impossible image size fails here, before the run folder exists.
+
+    Returns:
+        The model (what is optimised and saved) and the network the loop calls: the model
+        wrapped by ``DistributedDataParallel`` on several ranks, compiled with ``--compile``.
+    """
+    seed_everything(config.seed)
+    model = create_simclr_model(
+        backbone=config.backbone,
+        stem=plan.stem.value,
+        image_size=config.image_size,
+        init_weights=config.init_weights,
+        head=config.head.value,
+        head_hidden_dim=config.head_hidden_dim,
+        head_output_dim=config.head_output_dim,
+        metadata={
+            "crop_fraction": default_crop_fraction(config.image_size),
+            "mean": DEFAULT_MEAN,
+            "std": DEFAULT_STD,
+            "preset": plan.preset.value,
+            "color_strength": plan.color_strength,
+            "temperature": config.temperature,
+        },
+    ).to(plan.device)
+    model = model.to(memory_format=plan.memory_format)
+    network = prepare_model(
+        model, plan.context, device=plan.device, sync_batch_norm=config.sync_batch_norm
+    )
+    if plan.context.rank:
+        seed_everything(config.seed + plan.context.rank)  # Each rank draws its own augmentations.
+    if config.compile:
+        network = cast(nn.Module, torch.compile(network))
+    return model, network
+
+
+def build_optimizer(
+    config: PretrainConfig, plan: RunPlan, model: SimCLRModel
+) -> torch.optim.Optimizer:
+    """The optimiser of backbone and head at the plan's peak learning rate and weight decay."""
+    return create_optimizer(
+        config.optimizer,
+        [model.backbone, model.head],
+        learning_rate=plan.peak_learning_rate,
+        weight_decay=plan.weight_decay,
+    )
+
+
+def build_monitor(config: PretrainConfig, plan: RunPlan, model: SimCLRModel) -> KnnMonitor | None:
+    """The online kNN monitor on ``--val``, in rank 0 only.
+
+    It reads its labelled images now, so a bad ``--val`` fails before the first step.
+    """
+    if config.val is None or not plan.context.is_main:
+        return None
+    return KnnMonitor(
+        config.val, metadata=model.metadata, every=config.eval_every, device=plan.device
+    )
+
+
+@dataclass
+class TrainingData:
+    """Where the batches come from.
+
+    Attributes:
+        loader: Epochs of decoded uint8 images (``ImageBatch``).
+        augment: Makes the two views of every image of a batch, on the training device.
+        sampler: The resumable order of the images, sharded over the ranks.
+        generator: The DataLoader's generator, saved in checkpoints.
+    """
+
+    loader: TrainImageLoader
+    augment: BatchAugmenter
+    sampler: ResumableRandomSampler
+    generator: torch.Generator
+
+
+def build_data(
+    config: PretrainConfig, plan: RunPlan, *, progress: ProgressCallback
+) -> TrainingData:
+    """The loader and the batched augmentation of the run.
+
+    Worker processes only decode (and the first epoch fills the RAM cache); the loop makes both
+    views of every image from that one decode, batched, on the training device. The order comes
+    from a resumable sampler (sharded over ranks), the augmentations from the global torch
+    generator, so a checkpoint holds every random state of the run.
+    """
+    context = plan.context
+    generator = torch.Generator().manual_seed(config.seed + context.rank)
+    sampler = ResumableRandomSampler(
+        plan.num_images, seed=config.seed, rank=context.rank, world_size=context.world_size
+    )
+    loader = TrainImageLoader(
+        plan.images,
+        image_size=config.image_size,
+        batch_size=plan.batch_per_rank,
+        workers=plan.workers,
+        cache=plan.cache,
+        cache_budget=plan.cache_budget,
+        generator=generator,
+        sampler=sampler,
+        pin_memory=plan.device.type == "cuda",
+        progress=progress,
+    )
+    augment = BatchAugmenter(
+        plan.preset,
+        image_size=config.image_size,
+        color_strength=plan.color_strength,
+        device=plan.device,
+        generator=None,
+        mean=DEFAULT_MEAN,
+        std=DEFAULT_STD,
+    )
+    return TrainingData(loader=loader, augment=augment, sampler=sampler, generator=generator)
+
+
+class MetricsWindow:
+    """The steps since the last logged one, which become one record of ``metrics.jsonl``.
+
+    Args:
+        gauge: Measures the time the loop waits for batches.
+        context: This rank's place in the job (the loss is averaged over the ranks).
+        steps_per_epoch: Full batches in an epoch, for the fractional epoch of a record.
+    """
+
+    def __init__(self, *, gauge: DataWaitGauge, context: RankContext, steps_per_epoch: int):
+        self.gauge = gauge
+        self.context = context
+        self.steps_per_epoch = steps_per_epoch
+        self.loss, self.steps, self.images = 0.0, 0, 0
+        self.started = time.perf_counter()
+        #: The mean loss of the last logged window, averaged over the ranks.
+        self.last_loss = float("nan")
+
+    def add_loss(self, loss: float) -> None:
+        """Count the loss of a step whose update was applied."""
+        self.loss += loss
+        self.steps += 1
+
+    def record(
+        self, *, step: int, lr: float, skipped: int, evaluation: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The window's record (loss, learning rate, speed, data wait), then a new window.
+
+        Args:
+            step: Steps done.
+            lr: The learning rate of the last step.
+            skipped: Images skipped so far as unreadable.
+            evaluation: The online monitor's latest values, if any.
+        """
+        now = time.perf_counter()
+        mean_loss = self.loss / self.steps if self.steps else float("nan")
+        self.last_loss = average_across_ranks(mean_loss, self.context)
+        record = {
+            "step": step,
+            "epoch": round(step / self.steps_per_epoch, 4),
+            "loss": round(self.last_loss, 6),
+            "lr": lr,
+            "images_per_second": round(self.images / (now - self.started), 2),
+            **evaluation,
+            "data_wait": round(self.gauge.take_seconds() / (now - self.started), 4),
+            "skipped_images": skipped,
+        }
+        self.loss, self.steps, self.images, self.started = 0.0, 0, 0, now
+        return record

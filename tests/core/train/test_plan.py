@@ -1,0 +1,150 @@
+"""The run plan: every `auto` resolved in one place, flags win, shown first and saved in [plan]."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from simclr_cli.core._runtime import resolve_precision
+from simclr_cli.core._threads import default_workers
+from simclr_cli.core.config import CacheMode, Precision, Preset, Stem
+from simclr_cli.core.errors import ConfigError, DataError, UsageError
+from simclr_cli.core.progress import ProgressEvent
+from simclr_cli.core.train.loop import pretrain
+from simclr_cli.core.train.plan import plan_rows, plan_run
+from tests.conftest import tiny_config
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")
+
+
+@pytest.fixture(autouse=True)
+def _one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*TORCHRUN_VARIABLES, "SIMCLR_THREADS", "SIMCLR_CHANNELS_LAST"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_plan_run__resolves_every_auto(shapes_dir: Path, tmp_path: Path):
+    config = tiny_config(shapes_dir, tmp_path / "run", workers=None, device="cpu")
+    plan = plan_run(config=config)
+    assert plan.num_images == 24 and not plan.bad_images
+    assert (plan.world_size, plan.batch_per_rank, plan.processes.launch) == (1, 8, False)
+    assert plan.device == torch.device("cpu")
+    assert plan.precision is resolve_precision(Precision.auto, plan.device)
+    assert plan.channels_last is (plan.precision is Precision.bf16)
+    # 32 px: the CIFAR stem and preset, the preset's colour strength.
+    assert plan.stem is Stem.cifar and plan.preset is Preset.cifar
+    assert plan.color_strength == 0.5
+    assert plan.workers == default_workers() and plan.threads == torch.get_num_threads()
+    assert plan.cache is CacheMode.auto and plan.cache_budget > 0
+    assert (plan.total_steps, plan.warmup_steps) == (2, 0)
+    assert math.isclose(plan.peak_learning_rate, 0.075 * math.sqrt(8))
+    assert plan.weight_decay == 1e-6
+    # Planning writes nothing.
+    assert not (tmp_path / "run").exists()
+
+
+def test_plan_run__flags_forcing_a_choice_win(shapes_dir: Path, tmp_path: Path):
+    config = tiny_config(
+        shapes_dir,
+        tmp_path / "run",
+        device="cpu",
+        precision="fp32",
+        stem="imagenet",
+        preset="imagenet",
+        color_strength=1.5,
+        workers=3,
+        cache="off",
+        max_steps=None,
+        epochs=2,
+        warmup_fraction=0.5,
+        optimizer="sgd",
+        learning_rate=0.4,
+        lr_scaling="linear",
+        weight_decay=0.01,
+    )
+    plan = plan_run(config=config)
+    assert plan.precision is Precision.fp32 and not plan.channels_last
+    assert plan.stem is Stem.imagenet and plan.preset is Preset.imagenet
+    assert plan.color_strength == 1.5 and plan.workers == 3
+    assert plan.cache is CacheMode.off and plan.cache_budget is None
+    # Two epochs of 24 // 8 batches, half of them warm-up; 0.4 x 8 / 256.
+    assert (plan.total_steps, plan.warmup_steps) == (6, 3)
+    assert math.isclose(plan.peak_learning_rate, 0.4 * 8 / 256)
+    assert plan.weight_decay == 0.01
+    rows = {setting: (value, how) for setting, value, how in plan_rows(plan, config)}
+    assert rows["stem"] == ("imagenet", "") and rows["workers"] == ("3", "")
+    assert rows["steps"] == ("6, warm-up 3", "2 epochs of 3 batches")
+
+
+def test_plan_run__short_time_budget_picks_the_fast_stem(shapes_dir: Path, tmp_path: Path):
+    short = tiny_config(shapes_dir, tmp_path / "run", time_budget=60.0)
+    plan = plan_run(config=short)
+    assert plan.stem is Stem.imagenet
+    assert dict((s, h) for s, _, h in plan_rows(plan, short))["stem"].startswith("auto: the fast")
+    long = tiny_config(shapes_dir, tmp_path / "run", time_budget=7200.0)
+    assert plan_run(config=long).stem is Stem.cifar
+    forced = tiny_config(shapes_dir, tmp_path / "run", time_budget=60.0, stem="cifar")
+    assert plan_run(config=forced).stem is Stem.cifar
+
+
+def test_plan_run__environment_sets_threads_and_memory_format_without_applying_them(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    before = torch.get_num_threads()
+    monkeypatch.setenv("SIMCLR_THREADS", "1")
+    monkeypatch.setenv("SIMCLR_CHANNELS_LAST", "1")
+    plan = plan_run(config=tiny_config(shapes_dir, tmp_path / "run", device="cpu"))
+    assert plan.threads == 1 and plan.channels_last
+    assert torch.get_num_threads() == before
+
+
+def test_plan_run__cpu_ranks_share_the_cores_and_the_workers(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    environment = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    for name, value in {**environment, "MASTER_ADDR": "localhost"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    config = tiny_config(shapes_dir, tmp_path / "run", device="cpu", workers=None)
+    plan = plan_run(config=config)
+    assert plan.context.rank == 1 and plan.world_size == 2 and not plan.processes.launch
+    assert plan.batch_per_rank == 4 and plan.threads == 4
+    assert plan.workers == 2  # Half of the 8 cores, shared by the 2 ranks.
+    # An explicit --workers is each rank's own.
+    assert plan_run(config=tiny_config(shapes_dir, tmp_path / "run", workers=3)).workers == 3
+
+
+def test_plan_run__flags_are_checked_before_the_data(tmp_path: Path):
+    missing = tmp_path / "nothing"
+    with pytest.raises(ConfigError, match="does not split evenly"):
+        plan_run(config=tiny_config(missing, tmp_path / "run", cpu_processes=3))
+    with pytest.raises(UsageError, match="one process only"):
+        plan_run(config=tiny_config(missing, tmp_path / "run", cpu_processes=2, accumulate=2))
+    with pytest.raises(DataError, match="does not exist"):
+        plan_run(config=tiny_config(missing, tmp_path / "run"))
+
+
+def test_pretrain__plan_is_the_first_event_and_saved_under_plan(shapes_dir: Path, tmp_path: Path):
+    events: list[ProgressEvent] = []
+    config = tiny_config(shapes_dir, tmp_path / "run", max_steps=3)
+    pretrain(config=config, progress=events.append)
+    assert events[0].kind == "plan" and [e.kind for e in events].count("plan") == 1
+    assert events[1].kind == "start"
+    rows = {setting: value for setting, value, _ in events[0].rows}
+    assert rows["stem"] == "cifar" and rows["images"] == "24"
+    table = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["plan"]
+    # The keys [plan] always had come first; then every other choice of the run.
+    assert list(table)[:3] == ["total_steps", "warmup_steps", "peak_learning_rate"]
+    expected = plan_run(config=tiny_config(shapes_dir, tmp_path / "other", max_steps=3))
+    assert table == expected.to_table()
+    assert table["stem"] == "cifar" and table["device"] == "cpu" and table["num_images"] == 24
