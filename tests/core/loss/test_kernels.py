@@ -296,6 +296,7 @@ def test_resolve_implementation__fused_where_it_cannot_run_raises(monkeypatch):
 
 @needs_cuda
 @needs_triton
+@pytest.mark.gpu
 def test_resolve_implementation__auto_is_fused_on_cuda(monkeypatch):
     monkeypatch.delenv("SIMCLR_NT_XENT", raising=False)
     assert resolve_implementation(torch.zeros(2, 2, device="cuda")) == "fused"

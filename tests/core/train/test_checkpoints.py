@@ -182,6 +182,7 @@ def test_find_resumable_checkpoint__refuses_other_settings_and_lone_models(tmp_p
     assert find_resumable_checkpoint(tmp_path / "new", resume=True, settings=settings) is None
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_capture_rng_states__restores_cuda_generators():
     torch.cuda.manual_seed_all(4)
