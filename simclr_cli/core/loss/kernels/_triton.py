@@ -334,6 +334,7 @@ def _launch_settings(dim: int) -> dict[str, object]:
 
 
 def _gradient_block_dims(dim: int) -> int:
+    """Dimensions of the gradient per backward program; D / this many programs share a block."""
     return min(max(16, triton.next_power_of_2(dim)), BLOCK_GRADIENT_DIMS)
 
 
