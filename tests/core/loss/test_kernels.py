@@ -6,6 +6,11 @@ The Triton kernels run on the GPU when there is one, else on the CPU under Trito
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -123,6 +128,105 @@ def test_fused__matches_reference_float32(monkeypatch, fused_device, n, d, tempe
     torch.testing.assert_close(actual[1], expected[1], rtol=1e-4, atol=1e-6)
 
 
+# Projection widths of a wide head: one slice of the sum over D (64) and one gradient block
+# (128), several of each, and 200, a multiple of neither.
+WIDE_DIMS = [128, 200, 256, 512, 1024, 2048]
+
+
+@pytest.mark.parametrize("d", WIDE_DIMS)
+def test_fused__wide_projection_matches_reference(monkeypatch, fused_device, d):
+    # The kernels tile D: rows and columns are summed in slices and the gradients written in
+    # blocks, each of which must reach every dimension (through the rows and the columns).
+    torch.manual_seed(d)
+    n = 6
+    z = torch.randn(2 * n, d, device=fused_device)
+    positive, own = pairs_index(n, fused_device)
+    expected = loss_and_gradients("reference", monkeypatch, z, None, positive, own, 0.1)
+    actual = loss_and_gradients("fused", monkeypatch, z, None, positive, own, 0.1)
+    torch.testing.assert_close(actual[0], expected[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(actual[1], expected[1], rtol=1e-4, atol=1e-6)
+    assert (actual[1].abs().sum(dim=0) > 0).all(), "every dimension must receive a gradient"
+
+
+def test_fused__wide_projection_rows_slice_of_columns(monkeypatch, fused_device):
+    # Rows and columns differ (the distributed case) and span several tiles of 64, with D = 200.
+    torch.manual_seed(4)
+    n = 40
+    z = torch.randn(2 * n, 200, device=fused_device)
+    positive, own = pairs_index(n, fused_device)
+    rows = slice(7, 77)
+    expected = loss_and_gradients("reference", monkeypatch, z, rows, positive[rows], own[rows], 0.2)
+    actual = loss_and_gradients("fused", monkeypatch, z, rows, positive[rows], own[rows], 0.2)
+    torch.testing.assert_close(actual[0], expected[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(actual[1], expected[1], rtol=1e-4, atol=1e-6)
+
+
+# Compiles the three kernels for a CUDA target without a GPU (Triton ships ptxas) and prints the
+# shared memory each asks for. Run in a fresh process: under TRITON_INTERPRET=1 the kernels are
+# interpreted functions, which cannot be compiled.
+COMPILE_SCRIPT = """
+import json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from simclr_cli.core.loss.kernels import _triton
+
+dim = int(sys.argv[1])
+settings = {
+    **_triton._launch_settings(dim),
+    "BLOCK_D": _triton._gradient_block_dims(dim),
+    "UPCAST": False,
+    "INPUT_PRECISION": "ieee",
+}
+shared = {}
+for target in sys.argv[2:]:
+    arch, dtype = target.split(":")
+    for kernel in (
+        _triton._forward_kernel, _triton._backward_rows_kernel, _triton._backward_columns_kernel
+    ):
+        constants = {name: settings[name] for name in kernel.arg_names if name in settings}
+        types = {}
+        for name in kernel.arg_names:
+            if name in constants:
+                types[name] = "constexpr"
+            elif name in ("rows_pointer", "columns_pointer"):
+                types[name] = "*" + dtype
+            elif name in ("positive_pointer", "self_pointer"):
+                types[name] = "*i64"
+            elif name.endswith("_pointer"):
+                types[name] = "*fp32"
+            elif name in ("scale", "gradient_scale"):
+                types[name] = "fp32"
+            else:
+                types[name] = "i32"
+        source = ASTSource(fn=kernel, signature=types, constexprs=constants)
+        compiled = triton.compile(source, target=GPUTarget("cuda", int(arch), 32))
+        shared[f"sm_{arch} {dtype} {kernel.__name__}"] = compiled.metadata.shared
+print(json.dumps(shared))
+"""
+
+
+@pytest.mark.slow
+@needs_triton
+def test_fused__shared_memory_bounded_whatever_the_dim(tmp_path):
+    # The shared memory a kernel needs is fixed when it is compiled, and a launch that needs more
+    # than the GPU has fails. Tiles of the whole D needed 256 KiB at D = 512 (80 KiB at D = 128 on
+    # sm_75). With D tiled, D = 2048 needs what D = 128 does, within the 64 KiB of a T4 (sm_75) in
+    # float32 and on an H100 (sm_90) in bfloat16 (sm_80 in float32, the most, asks 64 KiB).
+    completed = subprocess.run(
+        [sys.executable, "-c", COMPILE_SCRIPT, "2048", "75:fp32", "90:bf16"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path)},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    shared = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert len(shared) == 6
+    too_large = {kernel: size for kernel, size in shared.items() if size > 64 * 1024}
+    assert not too_large, f"kernels above 64 KiB of shared memory: {too_large}"
+
+
 @pytest.mark.parametrize("implementation", ["chunked", "fused"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision__close_to_reference(monkeypatch, request, implementation, dtype):
@@ -192,6 +296,7 @@ def test_resolve_implementation__fused_where_it_cannot_run_raises(monkeypatch):
 
 @needs_cuda
 @needs_triton
+@pytest.mark.gpu
 def test_resolve_implementation__auto_is_fused_on_cuda(monkeypatch):
     monkeypatch.delenv("SIMCLR_NT_XENT", raising=False)
     assert resolve_implementation(torch.zeros(2, 2, device="cuda")) == "fused"

@@ -144,6 +144,7 @@ def test_settings_differences__lists_changes_but_allows_remedies():
     assert settings_differences(saved, current) == ["batch_size 8 -> 16"]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_capture_rng_states__restores_cuda_generators():
     torch.cuda.manual_seed_all(4)
