@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -268,7 +268,7 @@ def _current_context() -> Any:
     try:
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover - click-based Typer.
-        from click import get_current_context
+        from click import get_current_context  # type: ignore[no-redef]
     return get_current_context(silent=True)
 
 
@@ -342,7 +342,9 @@ def _config_option() -> Any:
 class ConfigurableGroup(typer.core.TyperGroup):
     """Typer's group, with ``--config`` and environment variables added to every command."""
 
-    def __init__(self, *args: Any, commands: Mapping[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, commands: dict[str, Any] | Sequence[Any] | None = None, **kwargs: Any
+    ):
         super().__init__(*args, commands=commands, **kwargs)
         for command in self.commands.values():
             add_config_support(command)

@@ -41,7 +41,7 @@ EPILOG = """[bold]Examples[/]
 @handle_errors
 def finetune_command(
     model: ModelArgument,
-    train: TrainFolderOption = ...,
+    train: TrainFolderOption,
     val: Annotated[
         Path | None,
         typer.Option("--val", help="Labelled folder scored after each epoch; same classes."),

@@ -69,7 +69,9 @@ def probe_command(
             show_default=False,
         ),
     ] = None,
-    train: TrainFolderOption = ...,
+    # Keyword-only so that the required --train may follow the optional MODEL argument.
+    *,
+    train: TrainFolderOption,
     val: Annotated[
         Path | None,
         typer.Option("--val", help="Labelled folder scored; same class sub-folders as --train."),

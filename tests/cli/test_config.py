@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 import typer.main
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -17,6 +17,11 @@ from simclr_cli.cli import pretrain as pretrain_module
 from simclr_cli.cli._config import RESERVED_VARIABLES
 from simclr_cli.cli.app import app
 from simclr_cli.core.config import Stem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the backport, a dependency there.
+    import tomli as tomllib
 
 runner = CliRunner()
 
@@ -162,6 +167,7 @@ def test_config__bad_or_missing_file_is_one_line_exit_2(
     assert len(lines) == 1 and message in lines[0] and str(path) in lines[0], result.output
 
 
+@pytest.mark.slow
 def test_pretrain__config_toml_of_a_run_repeats_it(shapes_dir: Path, tmp_path: Path):
     first, second = tmp_path / "first", tmp_path / "second"
     flags = [*TINY, "--max-steps", "3", "--log-every", "1", "--lr", "0.5", "--no-sync-bn"]

@@ -104,20 +104,23 @@ class BatchViewParams:
         records = []
         for row in range(len(self)):
             brightness, contrast, saturation, hue = self.factors[row].tolist()
+            top, left, crop_height, crop_width = self.crops[row].tolist()
+            first, second, third, fourth = self.jitter_order[row].tolist()
+            source_height, source_width = self.source_sizes[row].tolist()
             sigma = float(self.blur_sigma[row])
             records.append(
                 ViewParams(
-                    crop=tuple(int(v) for v in self.crops[row]),
+                    crop=(top, left, crop_height, crop_width),
                     flip=bool(self.flips[row]),
                     color_jitter=bool(self.jitter[row]),
                     brightness=brightness,
                     contrast=contrast,
                     saturation=saturation,
                     hue=hue,
-                    jitter_order=tuple(int(v) for v in self.jitter_order[row]),
+                    jitter_order=(first, second, third, fourth),
                     grayscale=bool(self.grayscale[row]),
                     blur_sigma=None if math.isnan(sigma) else sigma,
-                    source_size=tuple(int(v) for v in self.source_sizes[row]),
+                    source_size=(source_height, source_width),
                 )
             )
         return records
@@ -161,8 +164,8 @@ def sample_batch_crops(
     count = sizes.shape[0]
     height, width = sizes[:, 0:1].double(), sizes[:, 1:2].double()
     area = height * width * _uniform((count, CROP_TRIES), *CROP_SCALE, generator)
-    log_ratio = torch.log(torch.tensor(CROP_RATIO)).tolist()
-    ratio = torch.exp(_uniform((count, CROP_TRIES), *log_ratio, generator))
+    low_log_ratio, high_log_ratio = torch.log(torch.tensor(CROP_RATIO)).tolist()
+    ratio = torch.exp(_uniform((count, CROP_TRIES), low_log_ratio, high_log_ratio, generator))
     crop_width = torch.round(torch.sqrt(area * ratio))
     crop_height = torch.round(torch.sqrt(area / ratio))
     fits = (crop_width > 0) & (crop_width <= width) & (crop_height > 0) & (crop_height <= height)

@@ -343,13 +343,15 @@ class ViewTransform:
 
     def view(self, image: Image.Image | torch.Tensor) -> tuple[torch.Tensor, ViewParams]:
         """Draw parameters and make the uint8 view (3, S, S), returning both."""
+        view: Image.Image | torch.Tensor
         if isinstance(image, Image.Image):
             image = image if image.mode == "RGB" else image.convert("RGB")
             params = self.sample(image.height, image.width)
+            view = apply_view_params(image, params, image_size=self.image_size)
         else:
             image = image.as_subclass(torch.Tensor)
             params = self.sample(image.shape[-2], image.shape[-1])
-        view = apply_view_params(image, params, image_size=self.image_size)
+            view = apply_view_params(image, params, image_size=self.image_size)
         return to_uint8_tensor(view), params
 
     def normalize(self, view: torch.Tensor) -> torch.Tensor:

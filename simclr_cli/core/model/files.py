@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import BackboneError, DiskFullError, ModelFileError
+from .head import ProjectionHead
 from .simclr import ModelMetadata, SimCLRModel
 
 #: Value of the ``format`` metadata key in every file this package writes.
@@ -214,14 +215,13 @@ def save_model(path: Path, model: SimCLRModel) -> None:
 
 def build_backbone_and_head(
     metadata: ModelMetadata, *, path: Path
-) -> tuple[torch.nn.Module, torch.nn.Module]:
+) -> tuple[torch.nn.Module, ProjectionHead]:
     """The untrained backbone and projection head that a model file's metadata describes.
 
     Raises:
         ModelFileError: When the metadata names a backbone this install cannot build.
     """
     from .backbone import create_backbone
-    from .head import ProjectionHead
 
     try:
         backbone, _ = create_backbone(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..augment.presets import DEFAULT_MEAN, DEFAULT_STD
+from .head import ProjectionHead
 
 
 @dataclass
@@ -38,7 +41,7 @@ class ModelMetadata:
     kind: str = "encoder"
     extra: dict[str, str] = field(default_factory=dict)
 
-    def replace(self, **changes: object) -> ModelMetadata:
+    def replace(self, **changes: Any) -> ModelMetadata:
         """Return a copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -52,7 +55,7 @@ class SimCLRModel(nn.Module):
         metadata: How the model was built and how its inputs are preprocessed.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, metadata: ModelMetadata):
+    def __init__(self, backbone: nn.Module, head: ProjectionHead, metadata: ModelMetadata):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -76,11 +79,11 @@ def create_simclr_model(
     backbone: str,
     stem: str = "auto",
     image_size: int = 224,
-    init_weights: object = None,
+    init_weights: str | os.PathLike[str] | None = None,
     head: str = "v2",
     head_hidden_dim: int | None = None,
     head_output_dim: int = 128,
-    metadata: dict[str, object] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> SimCLRModel:
     """Create a backbone and projection head and check that they run at this image size.
 

@@ -7,14 +7,16 @@ one block each.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from .. import _io
 from .._runtime import (
@@ -54,7 +56,7 @@ from ..errors import DataError, RunFolderError, UsageError
 from ..loss.grad_cache import cached_contrastive_loss
 from ..loss.nt_xent import nt_xent_loss
 from ..model.files import atomic_write, save_model
-from ..model.simclr import SimCLRModel, create_simclr_model
+from ..model.simclr import create_simclr_model
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .budget import TimeBudget, budget_stem
 from .checkpoints import find_resumable_checkpoint
@@ -149,12 +151,12 @@ def plan_steps(*, num_images: int, batch_size: int, epochs: int, max_steps: int 
 
 
 def contrastive_step(
-    model: SimCLRModel,
+    model: nn.Module,
     views_a: torch.Tensor,
     views_b: torch.Tensor,
     *,
     temperature: float,
-    autocast_context: object,
+    autocast_context: contextlib.AbstractContextManager,
     accumulate: int = 1,
     context: RankContext = SINGLE_PROCESS,
     memory_format: torch.memory_format = torch.contiguous_format,
@@ -348,7 +350,8 @@ def pretrain(
         std=DEFAULT_STD,
     )
     gauge = DataWaitGauge()
-    forward_model = torch.compile(network) if config.compile else network
+    # torch.compile of a module is a module (typed as a plain callable).
+    forward_model = cast(nn.Module, torch.compile(network)) if config.compile else network
 
     # The run folder and its resolved configuration; --resume continues a run of the same one.
     resolved = config_to_dict(config)

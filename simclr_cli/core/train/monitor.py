@@ -96,12 +96,12 @@ class KnnMonitor:
         started = time.perf_counter()
         was_training = backbone.training
         backbone.eval()
-        features = []
+        batches: list[torch.Tensor] = []
         for batch in self.images.split(256):
             with autocast_context:
-                features.append(backbone(batch.to(self.device)).float())
+                batches.append(backbone(batch.to(self.device)).float())
         backbone.train(was_training)
-        features = nn.functional.normalize(torch.cat(features), dim=1)
+        features = nn.functional.normalize(torch.cat(batches), dim=1)
         labels = self.labels.to(features.device)
         similarity = features @ features.T
         # Leave one out: an image must not vote for itself.

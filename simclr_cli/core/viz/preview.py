@@ -615,7 +615,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def grid_captions(
-    preview: AugmentationPreview, panel: int, font: ImageFont.ImageFont
+    preview: AugmentationPreview, panel: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont
 ) -> list[list[list[str]]]:
     """Caption lines of every row and column, wrapped to the panel's width in pixels."""
 
@@ -635,7 +635,7 @@ def grid_captions(
 
 def _grid_plan(
     preview: AugmentationPreview,
-) -> tuple[GridLayout, ImageFont.ImageFont, list[list[list[str]]]]:
+) -> tuple[GridLayout, ImageFont.FreeTypeFont | ImageFont.ImageFont, list[list[list[str]]]]:
     panel = panel_pixels(preview.settings.image_size)
     font_size = max(12, min(18, panel // 14))
     font = _font(font_size)

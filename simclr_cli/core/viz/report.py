@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # tomli is a dependency on Python 3.10.
+    import tomli as tomllib
 
 from ..errors import DataError, ModelFileError, RunFolderError
 from ..model.files import atomic_write, read_metadata
@@ -96,13 +102,6 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 def _read_config(path: Path) -> dict[str, Any]:
     """The tables of ``config.toml``, or {} when it is missing or unreadable."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the settings are only shown where tomli is.
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            return {}
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -21,6 +21,7 @@ multiplies bfloat16 tiles wrongly, so there the tiles are converted to float32 b
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import triton
@@ -248,7 +249,7 @@ def _input_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-def _launch_settings(dim: int) -> dict[str, object]:
+def _launch_settings(dim: int) -> dict[str, int | bool]:
     return {
         "BLOCK_M": BLOCK_ROWS,
         "BLOCK_N": BLOCK_COLUMNS,
@@ -262,7 +263,7 @@ class FusedNTXent(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         rows: torch.Tensor,
         columns: torch.Tensor,
         positive_index: torch.Tensor,
@@ -299,7 +300,7 @@ class FusedNTXent(torch.autograd.Function):
         return (log_sum_exp - positive_logit).mean() / LOG2_E
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):
+    def backward(ctx: Any, grad_output: torch.Tensor):
         rows, columns, positive_index, self_index, log_sum_exp = ctx.saved_tensors
         temperature = ctx.temperature
         num_rows, dim = rows.shape
