@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The oldest Python that pyproject.toml allows (requires-python), tried by `make test-py310`.
+PYTHON310 ?= python3.10
 
-.PHONY: demo test install install-test lint format clean
+.PHONY: demo test test-fast test-py310 install install-test lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,14 +26,27 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/simclr demo
 
+# Lint, types (mypy, configured in pyproject.toml), the import contracts (lint-imports), then
+# every test.
 test: install-test
 	$(BIN)/ruff check simclr_cli tests examples benchmarks
 	$(BIN)/ruff format --check simclr_cli tests examples benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The tests without the `slow` marker: the quick loop while working.
+test-fast: install-test
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The quick tests on Python 3.10, in their own virtual environment.
+test-py310:
+	$(MAKE) test-fast PYTHON=$(PYTHON310) VENV=.venv310
 
 lint: install-test
 	$(BIN)/ruff check --fix simclr_cli tests examples benchmarks
 	$(BIN)/ruff format simclr_cli tests examples benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv310 build *.egg-info .pytest_cache .ruff_cache .mypy_cache \
+		.import_linter_cache

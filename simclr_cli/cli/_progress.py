@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -65,7 +67,7 @@ class RichProgress:
             console=_console.stderr,
             transient=False,
         )
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichProgress:
         # The display starts with the first task, so that a command failing on its input before
@@ -100,7 +102,7 @@ class RichProgress:
         task = self._tasks.get(event.task)
         if task is None:
             return
-        fields = {"info": format_metrics(event.metrics)} if event.metrics else {}
+        fields: dict[str, Any] = {"info": format_metrics(event.metrics)} if event.metrics else {}
         self._progress.update(task, completed=event.completed, total=event.total, **fields)
         if event.kind == "end":
             self._progress.stop_task(task)

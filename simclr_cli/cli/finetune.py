@@ -40,7 +40,7 @@ EPILOG = """[bold]Examples[/]
 
 def finetune_command(
     model: ModelArgument,
-    train: TrainFolderOption = ...,
+    train: TrainFolderOption,
     val: Annotated[
         Path | None,
         typer.Option("--val", help="Labelled folder scored after each epoch; same classes."),

@@ -63,7 +63,7 @@ def knn_evaluate(
     """kNN accuracy of a model's backbone features, labels from class folders."""
     train_paths, train_labels, classes = find_labeled_images(train_dir)
     val_paths, val_labels, _ = find_labeled_images(val_dir)
-    common = {"metadata": model.metadata, "batch_size": 256, "progress": progress}
+    common: dict[str, Any] = {"metadata": model.metadata, "batch_size": 256, "progress": progress}
     train_features = extract_features(model.backbone, train_paths, task="features", **common)
     val_features = extract_features(model.backbone, val_paths, task="features", **common)
     return knn_accuracy(

@@ -22,6 +22,11 @@ from simclr_cli.core.errors import RunInterrupted
 from simclr_cli.core.model.files import read_metadata
 from simclr_cli.core.train.checkpoints import read_checkpoint
 
+if sys.version_info >= (3, 11):
+    pass
+else:  # Python 3.10: the backport, a dependency there.
+    pass
+
 runner = CliRunner()
 
 TINY = [
@@ -143,6 +148,7 @@ def test_pretrain__resume_and_force_together_are_a_usage_error(shapes_dir: Path,
     assert result.exit_code == 2 and "--checkpoint-every" in result.output
 
 
+@pytest.mark.slow
 def test_pretrain__bad_images_are_counted_in_the_summary(tmp_path: Path, shapes_dir: Path):
     data = tmp_path / "data"
     data.mkdir()
@@ -175,6 +181,7 @@ def test_pretrain__interrupted_run_exits_with_signal_code_and_resume_hint(
     assert result.exit_code == 130 and "--resume" in result.output
 
 
+@pytest.mark.slow
 def test_pretrain__sigterm_to_the_process_group_checkpoints_and_exits_143(
     shapes_dir: Path, tmp_path: Path
 ):
@@ -211,6 +218,7 @@ def test_pretrain__accumulate_not_dividing_batch_is_a_usage_error(shapes_dir: Pa
     assert "not divisible by --accumulate 3" in result.stderr
 
 
+@pytest.mark.slow
 def test_pretrain__cpu_processes_train_and_save_one_model(shapes_dir: Path, tmp_path: Path):
     out = tmp_path / "run"
     result = runner.invoke(
@@ -244,6 +252,7 @@ def test_pretrain__cpu_processes_train_and_save_one_model(shapes_dir: Path, tmp_
     assert _io.loads((out / "config.toml").read_text())["pretrain"]["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_pretrain__error_in_the_ranks_reaches_the_user(shapes_dir: Path, tmp_path: Path):
     # The backbone is built in each rank, so its error travels back from there (with --stem
     # imagenet the plan needs no look at the model's class, which would find it earlier).

@@ -54,6 +54,7 @@ def test_probe__table_without_val_uses_val_fraction(trained_model: Path, shapes_
     assert "6 val images" in result.output.replace("\n", " ")
 
 
+@pytest.mark.slow
 def test_probe__random_init_baseline(shapes_dir: Path, shapes_val_dir: Path):
     result = runner.invoke(
         app,
@@ -75,6 +76,7 @@ def test_probe__random_init_baseline(shapes_dir: Path, shapes_val_dir: Path):
     assert json.loads(result.stdout)["n_val"] == 12
 
 
+@pytest.mark.slow
 def test_probe__linear_agrees_with_sklearn_on_model_features(trained_model: Path, tmp_path: Path):
     sklearn = pytest.importorskip("sklearn")
     del sklearn

@@ -149,6 +149,7 @@ def _read_until(descriptor: int, needle: str, *, since: int, buffer: bytearray) 
     return buffer[since:].decode("utf-8", "replace")
 
 
+@pytest.mark.slow
 def test_visualize_aug__interactive_keys_through_a_pseudo_terminal(
     shapes_dir: Path, tmp_path: Path
 ):

@@ -57,6 +57,7 @@ def test_examples__each_has_a_docstring_that_shows_how_to_run_it():
         assert f"python examples/{path.name}" in (module.__doc__ or ""), path.name
 
 
+@pytest.mark.slow
 def test_pretrain_and_search__runs_on_generated_shapes():
     lines = run_example(
         "pretrain_and_search.py",
@@ -69,6 +70,7 @@ def test_pretrain_and_search__runs_on_generated_shapes():
         assert -1.0 <= float(similarity) <= 1.0001 and Path(path).suffix == ".png"
 
 
+@pytest.mark.slow
 def test_pretrain_and_probe__prints_accuracies_beside_a_random_baseline():
     lines = run_example(
         "pretrain_and_probe.py",
@@ -84,6 +86,7 @@ def test_pretrain_and_probe__prints_accuracies_beside_a_random_baseline():
     assert set(rows) == {"simclr", "random init"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batched", [False, True], ids=["per-image", "batched"])
 def test_own_training_loop__trains_and_saves_timm_weights(tmp_path: Path, batched: bool):
     out = tmp_path / "backbone.safetensors"
@@ -128,6 +131,7 @@ def test_timm_finetune__timm_model_gives_load_model_features(
         torch.testing.assert_close(timm_model.eval()(images), model.backbone(images))
 
 
+@pytest.mark.slow
 def test_timm_finetune__fine_tunes_and_writes_a_timm_model(
     trained_model: Path, shapes_dir: Path, shapes_val_dir: Path, tmp_path: Path
 ):
@@ -150,6 +154,7 @@ def test_timm_finetune__fine_tunes_and_writes_a_timm_model(
     assert tensors["fc.weight"].shape == classifier.weight.shape
 
 
+@pytest.mark.slow
 def test_timm_finetune__without_a_model_pretrains_one_first():
     lines = run_example(
         "timm_finetune.py",

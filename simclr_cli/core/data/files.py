@@ -144,7 +144,8 @@ def load_rgb(path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image_file = Image.open(path)
-        with image_file as image:
+        with image_file as opened:
+            image: Image.Image = opened  # Becomes a plain image once transposed or converted.
             pixels = image.width * image.height
             if limit and pixels > limit:
                 raise Image.DecompressionBombError(

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from .. import _env
 from .._runtime import seed_worker
@@ -32,6 +33,7 @@ from ..errors import ImageDecodeError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checks import BadImage
 from .files import load_rgb
+from .sampler import ResumableRandomSampler
 
 #: Stored images keep their short side at most this multiple of the view size.
 SOURCE_SIDE_FACTOR = 1.5
@@ -284,7 +286,7 @@ class TrainImageLoader:
         workers: int,
         cache: CacheMode | str,
         generator: torch.Generator,
-        sampler: Sampler[int] | None = None,
+        sampler: ResumableRandomSampler | None = None,
         pin_memory: bool = False,
         progress: ProgressCallback = null_progress,
         cache_budget: int | None = None,
@@ -327,14 +329,16 @@ class TrainImageLoader:
         return list(order[: len(order) // self.batch_size * self.batch_size].split(self.batch_size))
 
     def _cached_epoch(self) -> Iterator[ImageBatch]:
+        cache = self.cache
+        assert cache is not None, "epochs come from the cache only once it is complete"
         for indices in self._shuffled_batches():
-            yield self.cache.batch(indices)
+            yield cache.batch(indices)
 
     def _streamed_epoch(self) -> Iterator[ImageBatch]:
         batches = self._shuffled_batches()
         if self._loader is None:
             self._loader = self._create_loader()
-        self._loader.batch_sampler.batches = batches
+        cast(_EpochBatches, self._loader.batch_sampler).batches = batches
         for position, batch in enumerate(self._loader):
             if self.cache is not None:
                 self.cache.add(batch, batches[position])
@@ -405,7 +409,7 @@ class DataWaitGauge:
         self.total = 0.0
         self.hinted = False
 
-    def timed(self, batches: object) -> Iterator[ImageBatch]:
+    def timed(self, batches: Iterable[ImageBatch]) -> Iterator[ImageBatch]:
         """Yield the batches of ``batches``, adding the time spent in ``next`` to the gauge."""
         iterator = iter(batches)
         while True:

@@ -431,7 +431,13 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         output = centered * torch.rsqrt(variance + self.eps).view(shape)
         if self.affine:
             output = output * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats and self.running_mean is not None:
+        # With track_running_stats the three buffers exist; the checks name them for the types.
+        if (
+            self.track_running_stats
+            and self.running_mean is not None
+            and self.running_var is not None
+            and self.num_batches_tracked is not None
+        ):
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 momentum = self.momentum
@@ -445,6 +451,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 class GlobalBatchNormAct(GlobalBatchNorm):
     """``GlobalBatchNorm`` followed by the dropout and activation of timm's ``BatchNormAct2d``."""
+
+    # Copied from the converted ``BatchNormAct2d``.
+    drop: nn.Module
+    act: nn.Module
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Normalise over all ranks, then apply ``drop`` and ``act``."""

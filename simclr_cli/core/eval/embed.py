@@ -269,6 +269,7 @@ def embed(
         if images is None:
             raise TypeError("embed(model, images) needs the images to embed")
         return embed_images(model, images, projection=projection, batch_size=batch_size)
+    assert config is not None  # Exactly one of model and config, checked above.
     return _embed_with_config(config=config, progress=progress)
 
 

@@ -96,7 +96,7 @@ def fit_logistic_regression(
 
 def fit_linear_probe(
     features: np.ndarray | torch.Tensor,
-    labels: Sequence[int] | np.ndarray,
+    labels: Sequence[int] | np.ndarray | torch.Tensor,
     *,
     num_classes: int,
     l2_grid: Sequence[float] = DEFAULT_L2_GRID,

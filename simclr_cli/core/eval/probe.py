@@ -72,6 +72,7 @@ def create_probe_model(config: ProbeConfig, device: torch.device) -> tuple[SimCL
     """
     if config.model is not None:
         return load_model(config.model, device=device), str(config.model)
+    assert config.backbone is not None  # validate(): a baseline names its backbone.
     seed_everything(config.seed)
     model = create_simclr_model(
         backbone=config.backbone,
@@ -107,7 +108,7 @@ def probe(*, config: ProbeConfig, progress: ProgressCallback = null_progress) ->
     model, description = create_probe_model(config, device)
 
     # Features of both splits, once; the evaluations below reuse them.
-    common = {
+    common: dict[str, Any] = {
         "metadata": model.metadata,
         "batch_size": config.batch_size,
         "workers": config.workers,

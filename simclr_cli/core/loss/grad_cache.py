@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -83,7 +84,7 @@ class _ReplayOnBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         loss: torch.Tensor,
         anchor: torch.Tensor,
         replay: Callable[[torch.Tensor], None],
@@ -92,7 +93,7 @@ class _ReplayOnBackward(torch.autograd.Function):
         return loss.clone()
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):
+    def backward(ctx: Any, grad_output: torch.Tensor):
         ctx.replay(grad_output)
         return None, None, None
 

@@ -8,6 +8,7 @@ keep enough resolution for the later stages. ``create_backbone`` does the same f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import timm
 import torch
@@ -95,7 +96,7 @@ def apply_cifar_stem(model: nn.Module) -> None:
     Args:
         model: A timm ``ResNet``.
     """
-    first = model.conv1
+    first = cast(nn.Module, model.conv1)
     if isinstance(first, nn.Conv2d):
         model.conv1 = nn.Conv2d(
             first.in_channels, first.out_channels, kernel_size=3, stride=1, padding=1, bias=False
@@ -119,9 +120,9 @@ def restore_last_norms(model: nn.Module) -> None:
     """
     for block in model.modules():
         if isinstance(block, BasicBlock):
-            nn.init.ones_(block.bn2.weight)
+            nn.init.ones_(cast(torch.Tensor, block.bn2.weight))
         elif isinstance(block, Bottleneck):
-            nn.init.ones_(block.bn3.weight)
+            nn.init.ones_(cast(torch.Tensor, block.bn3.weight))
 
 
 def create_backbone(
@@ -167,7 +168,7 @@ def _create_timm_model(name: str, *, image_size: int) -> nn.Module:
         raise BackboneError(
             f"unknown backbone {name!r}{hint}; see `timm.list_models()` for the names"
         )
-    kwargs: dict[str, object] = {"num_classes": 0, "pretrained": False}
+    kwargs: dict[str, Any] = {"num_classes": 0, "pretrained": False}
     try:
         return timm.create_model(name, img_size=image_size, **kwargs)
     except TypeError:

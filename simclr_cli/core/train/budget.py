@@ -79,7 +79,7 @@ class TimeBudget:
         self.first_step_time: float | None = None
         self.first_step = 0
         self.planned_total: int | None = None
-        self.replans_left = REPLAN_FRACTIONS
+        self.replans_left: tuple[float, ...] = REPLAN_FRACTIONS
         self.window_step = 0
         self.window_time = 0.0
         self.per_step: float | None = None
@@ -95,6 +95,7 @@ class TimeBudget:
             return (now - self.window_time) / (step - self.window_step)
         if self.per_step is not None:
             return self.per_step
+        assert self.first_step_time is not None, "plan() times the first step before any other"
         return (now - self.first_step_time) / max(1, step - self.first_step)
 
     def plan(self, step: int, total_steps: int) -> int:

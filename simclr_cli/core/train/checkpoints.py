@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -183,7 +183,9 @@ def capture_rng_states(
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.torch_cuda.{index}"] = state.cpu()
-    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    # The default (legacy) form is this tuple; numpy's stub types the call as the dict form.
+    numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    name, keys, position, has_gauss, cached_gaussian = numpy_state
     tensors["rng.numpy"] = _bytes_tensor(keys)
     version, python_state, gauss_next = random.getstate()
     tensors["rng.python"] = _bytes_tensor(np.array(python_state, dtype=np.uint32))

@@ -88,13 +88,16 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def split_decay_groups(modules: Iterable[nn.Module]) -> tuple[list, list]:
+def split_decay_groups(
+    modules: Iterable[nn.Module],
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Split parameters into those with weight decay (weights) and without (biases, norms).
 
     Returns:
         Parameters of matrices and convolutions, then parameters of dimension 0 or 1.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in modules:
         for parameter in module.parameters():
             if parameter.requires_grad:

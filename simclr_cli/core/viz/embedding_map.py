@@ -154,9 +154,9 @@ def folder_labels(paths: Sequence[Path]) -> list[str]:
 
 def _thumbnail(path: Path, size: int) -> Image.Image:
     """The image shrunk to fit a ``size`` square (aspect ratio kept)."""
-    with Image.open(path) as image:
-        image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster.
-        image = ImageOps.exif_transpose(image).convert("RGB")
+    with Image.open(path) as opened:
+        opened.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster.
+        image = ImageOps.exif_transpose(opened).convert("RGB")
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
         return image
 

@@ -245,7 +245,8 @@ def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    return right - left, bottom - top
+    # Pillow types the box as floats; drawn from (0, 0) its values are whole pixels.
+    return int(right - left), int(bottom - top)
 
 
 def draw_chart(
@@ -368,7 +369,7 @@ def _draw_vertical_text(draw: ImageDraw.ImageDraw, text: str, at: tuple[float, f
     label = Image.new("RGBA", (width + 4, height + 8), (0, 0, 0, 0))
     ImageDraw.Draw(label).text((2, 2), text, fill=TEXT_COLOR, font=font)
     label = label.rotate(90, expand=True)
-    draw._image.paste(label, (round(at[0]), round(at[1] - label.height / 2)), label)  # type: ignore[attr-defined]
+    draw._image.paste(label, (round(at[0]), round(at[1] - label.height / 2)), label)
 
 
 def render_charts(

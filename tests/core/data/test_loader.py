@@ -157,15 +157,19 @@ def test_train_image_loader__cache_off_never_caches(tmp_path: Path):
     assert not loader.cached and loader.cache is None
 
 
-def test_data_wait_gauge__measures_waiting_and_hints_once():
+def test_data_wait_gauge__measures_waiting_and_hints_once(monkeypatch: pytest.MonkeyPatch):
+    # A clock that only the batch source moves: each batch "takes" 0.02 s to arrive.
+    clock = {"now": 0.0}
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["now"])
+
     def slow():
         for item in range(3):
-            time.sleep(0.02)
+            clock["now"] += 0.02
             yield item
 
     gauge = DataWaitGauge()
     assert list(gauge.timed(slow())) == [0, 1, 2]
-    assert gauge.take_seconds() >= 0.05
+    assert gauge.take_seconds() == pytest.approx(0.06)
     assert gauge.take_seconds() == 0.0
     assert gauge.hint(0.1, workers=1, cached=False) is None
     hint = gauge.hint(0.5, workers=1, cached=False)

@@ -97,6 +97,7 @@ def two_rank_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_two_ranks__same_loss_and_gradients_as_one_process(two_rank_results: Path):
     model = _tiny_model()
     expected = _step_results(model, model, _fixed_views(), distributed.SINGLE_PROCESS)
@@ -115,6 +116,7 @@ def test_two_ranks__same_loss_and_gradients_as_one_process(two_rank_results: Pat
         )
 
 
+@pytest.mark.slow
 def test_two_ranks__without_sync_batch_norm_gradients_differ(two_rank_results: Path):
     # The check above can fail: per-rank batch norm statistics change the step.
     model = _tiny_model()

@@ -71,6 +71,7 @@ def reference_model(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     return pretrain(config=tiny_config(shapes_dir, out, **RESUME_SETTINGS)).model_path
 
 
+@pytest.mark.slow
 def test_pretrain__resume_after_sigkill_is_bitwise_identical(
     shapes_dir: Path, reference_model: Path, tmp_path: Path
 ):
@@ -92,6 +93,7 @@ def test_pretrain__resume_after_sigkill_is_bitwise_identical(
     assert steps == [1, 2, 3, 4, 5, 6, 7]
 
 
+@pytest.mark.slow
 def test_pretrain__sigterm_checkpoints_and_resume_is_bitwise_identical(
     shapes_dir: Path, reference_model: Path, tmp_path: Path
 ):
@@ -166,6 +168,7 @@ def test_pretrain__isolated_nonfinite_steps_are_skipped_and_counted(
     assert all(torch.isfinite(v.float()).all() for v in _tensors(result.model_path).values())
 
 
+@pytest.mark.slow
 def test_pretrain__diverged_run_stops_with_checkpoint_from_before(
     shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -16,6 +16,8 @@ With p = softmax over the row of logits s (self masked) and q the one-hot of the
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 #: Bytes of the (block, C) logits buffer: 16 MiB, 512 rows at C = 8192. Larger blocks mean fewer,
@@ -74,7 +76,7 @@ class ChunkedNTXent(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         rows: torch.Tensor,
         columns: torch.Tensor,
         positive_index: torch.Tensor,
@@ -111,7 +113,7 @@ class ChunkedNTXent(torch.autograd.Function):
         return (log_sum_exp - positive_logits).mean()
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):
+    def backward(ctx: Any, grad_output: torch.Tensor):
         rows, columns, positive_index, self_index, log_sum_exp = ctx.saved_tensors
         temperature = ctx.temperature
         num_rows, num_columns = rows.shape[0], columns.shape[0]
