@@ -30,7 +30,7 @@ from ..model.classifier import ClassifierModel, create_classifier, save_classifi
 from ..model.files import load_model
 from ..model.simclr import ModelMetadata
 from ..progress import ProgressCallback, ProgressEvent, null_progress
-from ..train.optimizers import learning_rate_at
+from ..schedule import learning_rate_at
 from .embed import eval_transform_for
 from .knn import topk_accuracy
 from .splits import label_fraction_subset, load_train_val

@@ -35,8 +35,8 @@ from ..loss.grad_cache import cached_contrastive_loss
 from ..loss.nt_xent import nt_xent_loss
 from ..model.files import save_model
 from ..progress import ProgressCallback, ProgressEvent, null_progress
+from ..schedule import learning_rate_at
 from .budget import TimeBudget
-from .optimizers import learning_rate_at
 from .plan import plan_rows, plan_run, resolved_settings
 from .run_folder import open_run_folder, refuse_early
 from .safeguards import create_run_guard

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from simclr_cli.core.config import LRScaling, OptimizerName
+from simclr_cli.core.schedule import learning_rate_at
 from simclr_cli.core.train.optimizers import (
     LARS,
     create_optimizer,
-    learning_rate_at,
     scaled_learning_rate,
     split_decay_groups,
 )
