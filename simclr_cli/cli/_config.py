@@ -27,7 +27,7 @@ accepts and refuses what the command line does; the error names the key and the 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -282,7 +282,9 @@ def _config_option() -> Any:
 class ConfigurableGroup(typer.core.TyperGroup):
     """Typer's group, with ``--config`` and environment variables added to every command."""
 
-    def __init__(self, *args: Any, commands: Mapping[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, commands: dict[str, Any] | Sequence[Any] | None = None, **kwargs: Any
+    ):
         super().__init__(*args, commands=commands, **kwargs)
         for command in self.commands.values():
             add_config_support(command)

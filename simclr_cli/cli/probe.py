@@ -68,7 +68,9 @@ def probe_command(
             show_default=False,
         ),
     ] = default_of(ProbeConfig, "model"),
-    train: TrainFolderOption = ...,
+    # Keyword-only so that the required --train may follow the optional MODEL argument.
+    *,
+    train: TrainFolderOption,
     val: Annotated[
         Path | None,
         typer.Option("--val", help="Labelled folder scored; same class sub-folders as --train."),

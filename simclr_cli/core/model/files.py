@@ -219,7 +219,7 @@ def save_model(path: Path, model: SimCLRModel) -> None:
 
 def build_backbone_and_head(
     metadata: ModelMetadata, *, path: Path
-) -> tuple[torch.nn.Module, torch.nn.Module]:
+) -> tuple[torch.nn.Module, ProjectionHead]:
     """The untrained backbone and projection head that a model file's metadata describes.
 
     Raises:

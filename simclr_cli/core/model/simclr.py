@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,7 +14,7 @@ from torch import nn
 from ..constants import DEFAULT_MEAN, DEFAULT_STD
 from ..errors import ConfigError
 from .backbone import create_backbone
-from .head import create_projection_head
+from .head import ProjectionHead, create_projection_head
 
 
 @dataclass
@@ -42,7 +44,7 @@ class ModelMetadata:
     kind: str = "encoder"
     extra: dict[str, str] = field(default_factory=dict)
 
-    def replace(self, **changes: object) -> ModelMetadata:
+    def replace(self, **changes: Any) -> ModelMetadata:
         """Return a copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -56,7 +58,7 @@ class SimCLRModel(nn.Module):
         metadata: How the model was built and how its inputs are preprocessed.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, metadata: ModelMetadata):
+    def __init__(self, backbone: nn.Module, head: ProjectionHead, metadata: ModelMetadata):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -80,11 +82,11 @@ def create_simclr_model(
     backbone: str,
     stem: str = "auto",
     image_size: int = 224,
-    init_weights: object = None,
+    init_weights: str | os.PathLike[str] | None = None,
     head: str = "v2",
     head_hidden_dim: int | None = None,
     head_output_dim: int = 128,
-    metadata: dict[str, object] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> SimCLRModel:
     """Create a backbone and projection head and check that they run at this image size.
 

@@ -23,6 +23,7 @@ multiplies bfloat16 tiles wrongly, so there the tiles are converted to float32 b
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import triton
@@ -343,7 +344,7 @@ class FusedNTXent(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         rows: torch.Tensor,
         columns: torch.Tensor,
         positive_index: torch.Tensor,
@@ -375,7 +376,7 @@ class FusedNTXent(torch.autograd.Function):
         return (log_sum_exp - positive_logit).mean() / LOG2_E
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor):
+    def backward(ctx: Any, grad_output: torch.Tensor):
         rows, columns, positive_index, self_index, log_sum_exp = ctx.saved_tensors
         temperature = ctx.temperature
         num_rows, dim = rows.shape
