@@ -273,7 +273,7 @@ def plan_rows(plan: RunPlan, config: PretrainConfig) -> tuple[tuple[str, str, st
     else:
         processes, processes_how = "1", ""
     channels_set = _env.channels_last() is not None
-    threads_how = "SIMCLR_THREADS" if _env.threads() is not None else ""
+    threads_how = _env.THREADS.name if _env.threads() is not None else ""
     if threads_per_rank(plan.context, plan.processes) is not None:
         threads_how = "the cores shared among the ranks"
     stem_how = chosen(config.stem)
@@ -299,7 +299,7 @@ def plan_rows(plan: RunPlan, config: PretrainConfig) -> tuple[tuple[str, str, st
         ("processes", processes, processes_how),
         ("device", plan.device.type, chosen(config.device)),
         ("precision", plan.precision.value, chosen(config.precision)),
-        ("memory format", memory_format, "SIMCLR_CHANNELS_LAST" if channels_set else "auto"),
+        ("memory format", memory_format, _env.CHANNELS_LAST.name if channels_set else "auto"),
         ("stem", plan.stem.value, stem_how),
         ("augmentation", augmentation, chosen(config.preset) or chosen(config.color_strength)),
         ("workers", str(plan.workers), workers_how),
