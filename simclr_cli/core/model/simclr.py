@@ -21,7 +21,7 @@ from .head import ProjectionHead, create_projection_head
 class ModelMetadata:
     """Everything needed to rebuild a saved model and preprocess images for it.
 
-    Stored as string metadata in the ``.safetensors`` file (see ``serialization``).
+    Stored as string metadata in the ``.safetensors`` file (see ``model/files.py``).
     """
 
     backbone: str

@@ -1,6 +1,6 @@
 """What keeps a long run safe: checkpoints, resume, stop signals, non-finite steps, bad images.
 
-The training loop in ``train.py`` stays flat; it calls a ``RunGuard`` at a few points:
+The training loop in ``loop.py`` stays flat; it calls a ``RunGuard`` at a few points:
 
 - ``resume(checkpoint)`` just before the loop: restores model, optimiser, data position and
   every random generator, and returns the position to continue from;
