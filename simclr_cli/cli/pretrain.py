@@ -438,6 +438,8 @@ def pretrain_command(
         line += f" · [yellow]{result.skipped_images} unreadable images skipped ({listed})[/]"
     if result.nonfinite_steps:
         line += f" · [yellow]{result.nonfinite_steps} non-finite steps skipped[/]"
+    if result.scaler_skipped_steps:
+        line += f" · {result.scaler_skipped_steps} steps skipped by the fp16 loss scaler"
     _console.stdout.print(line, highlight=False, soft_wrap=True)
     if not quiet:
         _console.stdout.print(
