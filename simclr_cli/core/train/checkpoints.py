@@ -318,9 +318,10 @@ def restore_checkpoint(
 ) -> TrainingPosition:
     """Load a checkpoint in place: model, optimiser, generators, loss scaler; return its position.
 
-    The scaler's state is restored when both the checkpoint and this run train in fp16; a run
-    resumed in fp16 from another precision starts a fresh scale. Call it last before the training loop: it sets the global random number generators, which
-    building the model and the data loader would otherwise move on.
+    Call it last before the training loop: it sets the global random number generators, which
+    building the model and the data loader would otherwise move on. The scaler's state is
+    restored when both the checkpoint and this run train in fp16; a run resumed in fp16 from
+    another precision starts with a fresh scale.
 
     Raises:
         CheckpointError: When the tensors do not fit the model or the optimiser.
