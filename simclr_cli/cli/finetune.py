@@ -91,7 +91,11 @@ def finetune_command(
     ] = default_of(FinetuneConfig, "label_fraction"),
     batch_size: BatchSizeOption = default_of(FinetuneConfig, "batch_size"),
     precision: Annotated[
-        Precision, typer.Option(help="auto: bf16 where the device runs it natively, else fp32.")
+        Precision,
+        typer.Option(
+            help="auto: bf16 where the device runs it natively, fp16 with loss scaling on a GPU "
+            "without bf16, else fp32; fp16 also runs on the CPU, slowly."
+        ),
     ] = default_of(FinetuneConfig, "precision"),
     device: DeviceOption = default_of(FinetuneConfig, "device"),
     workers: WorkersOption = default_of(FinetuneConfig, "workers"),

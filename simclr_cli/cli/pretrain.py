@@ -228,7 +228,9 @@ def pretrain_command(
     precision: Annotated[
         Precision,
         typer.Option(
-            help="auto: bf16 where the device runs it natively, else fp32.", rich_help_panel=RUN
+            help="auto: bf16 where the device runs it natively, fp16 with loss scaling on a GPU "
+            "without bf16, else fp32; fp16 also runs on the CPU, slowly.",
+            rich_help_panel=RUN,
         ),
     ] = default_of(PretrainConfig, "precision"),
     device: DeviceOption = default_of(PretrainConfig, "device"),
@@ -438,6 +440,8 @@ def pretrain_command(
         line += f" · [yellow]{result.skipped_images} unreadable images skipped ({listed})[/]"
     if result.nonfinite_steps:
         line += f" · [yellow]{result.nonfinite_steps} non-finite steps skipped[/]"
+    if result.scaler_skipped_steps:
+        line += f" · {result.scaler_skipped_steps} steps skipped by the fp16 loss scaler"
     _console.stdout.print(line, highlight=False, soft_wrap=True)
     if not quiet:
         _console.stdout.print(

@@ -425,3 +425,20 @@ def test_pretrain__cpu_processes_resume_after_sigkill(shapes_dir: Path, tmp_path
     assert read_metadata(out / "model.safetensors").steps == 8
     assert _logged_steps(out) == (list(range(1, 9)), list(range(1, 9)))
     assert not (out / ".lock").exists()
+
+
+def test_pretrain__precision_fp16_runs_on_the_cpu_with_a_loss_scaler(
+    shapes_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--precision", "fp16", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["steps"] == 2 and report["nonfinite_steps"] == 0
+    assert "scaler_skipped_steps" in report
+    checkpoint = read_checkpoint(out / "checkpoint.safetensors")
+    assert checkpoint.settings["precision"] == "fp16" and checkpoint.scaler_state["scale"] > 0
+    assert all(torch.isfinite(v.float()).all() for v in checkpoint.tensors.values())

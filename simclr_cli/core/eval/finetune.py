@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
+from .._amp import StepOutcome, backward_and_step, create_grad_scaler
 from .._io import prepare_output
 from .._runtime import autocast, resolve_device, resolve_precision, seed_everything, seed_worker
 from .._threads import default_workers, use_idle_cores
@@ -52,6 +53,9 @@ class FinetuneResult:
         n_val: Validation images.
         classes: Class names.
         seconds: Wall time of training and evaluation.
+        nonfinite_steps: Steps whose update was skipped for a non-finite loss or gradient.
+        scaler_skipped_steps: Steps whose update the fp16 loss scaler skipped (its scaled
+            gradients overflowed while the loss was finite).
     """
 
     classifier_path: Path
@@ -62,6 +66,8 @@ class FinetuneResult:
     n_val: int = 0
     classes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    nonfinite_steps: int = 0
+    scaler_skipped_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` form."""
@@ -74,6 +80,8 @@ class FinetuneResult:
             "n_val": self.n_val,
             "classes": self.classes,
             "seconds": round(self.seconds, 2),
+            "nonfinite_steps": self.nonfinite_steps,
+            "scaler_skipped_steps": self.scaler_skipped_steps,
         }
 
 
@@ -202,6 +210,9 @@ def finetune(
     optimizer = torch.optim.SGD(
         trainable, lr=peak_lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
     )
+    # fp16 scales the loss so that small gradients do not flush to zero (see _amp.py).
+    scaler = create_grad_scaler(precision, device)
+    outcomes = dict.fromkeys(StepOutcome, 0)
 
     # Data: supervised augmentation for training, the model's deterministic view for val.
     workers = default_workers() if config.workers is None else config.workers
@@ -243,9 +254,11 @@ def finetune(
             with autocast(precision, device):
                 logits = model(images.to(device))
             loss = F.cross_entropy(logits.float(), labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            # A non-finite loss or gradient (or an fp16 overflow) skips the update.
+            outcome = backward_and_step(
+                loss, optimizer=optimizer, scaler=scaler, parameters=trainable
+            )
+            outcomes[outcome] += 1
             step += 1
             epoch_loss += loss.item()
             epoch_batches += 1
@@ -298,4 +311,6 @@ def finetune(
         n_val=len(val.paths),
         classes=train.classes,
         seconds=seconds,
+        nonfinite_steps=outcomes[StepOutcome.nonfinite],
+        scaler_skipped_steps=outcomes[StepOutcome.scaler_skipped],
     )

@@ -9,7 +9,9 @@
   CUDA device, NumPy's and Python's global generators, and the DataLoader's generator (which
   seeds the data workers); their scalar parts are JSON in ``rng``;
 - metadata ``position`` (step, epoch, batches of the epoch consumed, counters) and ``settings``
-  (the resolved configuration, compared on resume).
+  (the resolved configuration, compared on resume);
+- metadata ``scaler``: the fp16 loss scaler's state as JSON (its scale and growth counter; ``{}``
+  when no scaler is enabled).
 
 The learning rate is computed from the step alone (``optim.learning_rate_at``), and the order of
 each epoch from the seed and the epoch (``sampler.ResumableRandomSampler``), so no scheduler or
@@ -70,6 +72,8 @@ class TrainingPosition:
         images_seen: Images trained on.
         skipped_images: Images dropped because they could not be read.
         nonfinite_steps: Steps whose update was skipped for a non-finite loss or gradient.
+        scaler_skipped_steps: Steps whose update the fp16 loss scaler skipped (its scaled
+            gradients overflowed while the loss was finite).
     """
 
     step: int = 0
@@ -78,6 +82,7 @@ class TrainingPosition:
     images_seen: int = 0
     skipped_images: int = 0
     nonfinite_steps: int = 0
+    scaler_skipped_steps: int = 0
 
 
 @dataclass
@@ -91,6 +96,7 @@ class Checkpoint:
         tensors: Every tensor of the file, by key.
         optimizer_structure: The JSON part of the optimiser's state.
         rng_structure: The JSON part of the random number generators' states.
+        scaler_state: The fp16 loss scaler's ``state_dict`` (empty without a scaler).
     """
 
     path: Path
@@ -99,6 +105,7 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor] = field(repr=False)
     optimizer_structure: dict[str, Any] = field(repr=False)
     rng_structure: dict[str, Any] = field(repr=False)
+    scaler_state: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 # Optimiser state <-> tensors plus JSON.
@@ -233,6 +240,7 @@ def save_checkpoint(
     position: TrainingPosition,
     settings: dict[str, Any],
     loader_generator: torch.Generator | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Write a checkpoint atomically: a crash or a full disk leaves the previous one intact.
 
@@ -243,6 +251,7 @@ def save_checkpoint(
         position: Counters of the run.
         settings: The resolved configuration, compared when resuming.
         loader_generator: The DataLoader's generator.
+        scaler: The fp16 loss scaler; a disabled one (or none) saves ``{}``.
 
     Raises:
         DiskFullError: When the disk fills up during the write (the old file is kept).
@@ -259,6 +268,7 @@ def save_checkpoint(
         "settings": json.dumps(settings, sort_keys=True),
         "optimizer": json.dumps(optimizer_structure),
         "rng": json.dumps(rng_structure),
+        "scaler": json.dumps(scaler.state_dict() if scaler is not None else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **software_versions(),
     }
@@ -289,10 +299,13 @@ def read_checkpoint(path: Path) -> Checkpoint:
         settings = json.loads(raw["settings"])
         optimizer_structure = json.loads(raw["optimizer"])
         rng_structure = json.loads(raw["rng"])
+        scaler_state = json.loads(raw.get("scaler", "{}"))
         tensors = load_file(str(path))
     except (KeyError, TypeError, json.JSONDecodeError, SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is damaged ({error}); {fix}") from None
-    return Checkpoint(path, position, settings, tensors, optimizer_structure, rng_structure)
+    return Checkpoint(
+        path, position, settings, tensors, optimizer_structure, rng_structure, scaler_state
+    )
 
 
 def restore_checkpoint(
@@ -301,11 +314,14 @@ def restore_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     loader_generator: torch.Generator | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> TrainingPosition:
-    """Load a checkpoint's model, optimiser and generators in place; return its position.
+    """Load a checkpoint in place: model, optimiser, generators, loss scaler; return its position.
 
     Call it last before the training loop: it sets the global random number generators, which
-    building the model and the data loader would otherwise move on.
+    building the model and the data loader would otherwise move on. The scaler's state is
+    restored when both the checkpoint and this run train in fp16; a run resumed in fp16 from
+    another precision starts with a fresh scale.
 
     Raises:
         CheckpointError: When the tensors do not fit the model or the optimiser.
@@ -323,6 +339,8 @@ def restore_checkpoint(
             f"{checkpoint.path} does not fit this model ({first}); add --force to start again"
         ) from None
     restore_rng_states(tensors, checkpoint.rng_structure, loader_generator)
+    if scaler is not None and scaler.is_enabled() and checkpoint.scaler_state:
+        scaler.load_state_dict(checkpoint.scaler_state)
     return dataclasses.replace(checkpoint.position)
 
 

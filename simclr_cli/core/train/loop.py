@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._amp import StepOutcome, create_grad_scaler, finish_step, scaled_backward
 from .._runtime import autocast
 from ..config import PretrainConfig
 from ..data.loader import DataWaitGauge
@@ -64,6 +65,8 @@ class PretrainResult:
         seconds: Wall time of the training loop.
         skipped_images: Images dropped because they could not be decoded.
         nonfinite_steps: Steps whose update was skipped for a non-finite loss or gradient.
+        scaler_skipped_steps: Steps whose update the fp16 loss scaler skipped because the scaled
+            gradients overflowed (the loss was finite); they do not count toward divergence.
         resumed_from: The step the run resumed from (0 for a new run).
         total_seconds: Wall time of the whole call, saving included (what --time-budget bounds).
         data_wait: Share of the loop's time spent waiting for the next batch.
@@ -78,6 +81,7 @@ class PretrainResult:
     seconds: float
     skipped_images: int
     nonfinite_steps: int = 0
+    scaler_skipped_steps: int = 0
     resumed_from: int = 0
     total_seconds: float = 0.0
     data_wait: float = 0.0
@@ -192,6 +196,8 @@ def _pretrain(
     monitor = build_monitor(config, plan, model)
     data = build_data(config, plan, progress=progress)
     device, precision, gauge = plan.device, plan.precision, DataWaitGauge()
+    # fp16 scales the loss so that small gradients do not flush to zero (see _amp.py).
+    scaler = create_grad_scaler(precision, device)
 
     # The run folder and its resolved configuration; --resume continues a run of the same one.
     resolved = resolved_settings(config, plan)
@@ -226,6 +232,7 @@ def _pretrain(
         bad_images=plan.bad_images,
         progress=progress,
         is_main=context.is_main,
+        scaler=scaler,
     )
     position = guard.resume(checkpoint)
     # metrics.jsonl, and --logger csv/tensorboard with the same records (see loggers.py).
@@ -274,10 +281,12 @@ def _pretrain(
                     memory_format=plan.memory_format,
                 )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaled_backward(loss, optimizer=optimizer, scaler=scaler)
                 # A non-finite loss or gradient skips the update; several in a row stop the run.
-                if guard.update_is_finite(loss, step=step):
-                    optimizer.step()
+                # The gradients are unscaled here, before the check and LARS' trust ratio.
+                outcome = guard.check_update(loss, step=step)
+                finish_step(outcome, optimizer=optimizer, scaler=scaler)
+                if outcome is StepOutcome.applied:
                     window.add_loss(loss.item())
                 step += 1
                 images_seen += views_a.shape[0] * context.world_size
@@ -346,6 +355,7 @@ def _pretrain(
         seconds=seconds,
         skipped_images=skipped,
         nonfinite_steps=guard.position.nonfinite_steps,
+        scaler_skipped_steps=guard.position.scaler_skipped_steps,
         resumed_from=checkpoint.position.step if checkpoint else 0,
         total_seconds=budget.elapsed() if budget is not None else time.perf_counter() - started,
         data_wait=(gauge.total + gauge.take_seconds()) / seconds if seconds > 0 else 0.0,

@@ -7,7 +7,9 @@ The training loop in ``loop.py`` stays flat; it calls a ``RunGuard`` at a few po
 - ``start_epoch(epoch)`` at the top of each epoch: selects the epoch's order (and, on resume, the
   batch to start from);
 - ``note_batch(dropped)`` for each batch: counts the batch and the images that failed to decode;
-- ``update_is_finite(loss)`` between ``backward`` and ``optimizer.step``: whether to apply it;
+- ``check_update(loss)`` between the (scaled) ``backward`` and ``optimizer.step``: whether to
+  apply the update (see ``_amp``); a non-finite step and a skip of the fp16 loss scaler are
+  counted apart;
 - ``after_step(...)`` at the end of each step: checkpoints when due, and stops the run (with a
   checkpoint) after SIGINT/SIGTERM or when the loss has diverged.
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .._amp import StepOutcome, parameters_are_finite, step_outcome
 from .._io import CheckpointInterval, parse_interval
 from ..config import BadImagePolicy, PretrainConfig
 from ..data.checks import BadImage, SkippedImages
@@ -43,20 +46,7 @@ from .signals import StopSignals, name_of
 #: Non-finite steps in a row after which the run stops as diverged.
 MAX_NONFINITE_IN_ROW = 5
 
-
-def parameters_are_finite(loss: torch.Tensor, parameters: Sequence[torch.nn.Parameter]) -> bool:
-    """Whether a loss and all gradients of ``parameters`` are finite (one device sync).
-
-    Args:
-        loss: The scalar loss of the step.
-        parameters: The trained parameters, after ``backward``.
-    """
-    finite = torch.isfinite(loss.detach())
-    gradients = [p.grad for p in parameters if p.grad is not None]
-    if gradients:
-        # The norm of all gradients is finite exactly when every gradient entry is.
-        finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(gradients))
-    return bool(finite.item())
+__all__ = ["MAX_NONFINITE_IN_ROW", "RunGuard", "create_run_guard", "parameters_are_finite"]
 
 
 class RunGuard:
@@ -75,6 +65,8 @@ class RunGuard:
         total_steps: Steps of the whole run; a checkpoint is written when it is reached.
         skipped: The bad-image list.
         progress: Receives ``message`` events (resumed, checkpoint saved, step skipped).
+        is_main: Whether this process writes files (rank 0 of a job, or a single process).
+        scaler: The fp16 loss scaler (see ``_amp``); its state goes into the checkpoint.
     """
 
     def __init__(
@@ -93,8 +85,10 @@ class RunGuard:
         skipped: SkippedImages,
         progress: ProgressCallback = null_progress,
         is_main: bool = True,
+        scaler: torch.amp.GradScaler | None = None,
     ):
         self.is_main = is_main
+        self.scaler = scaler if scaler is not None else torch.amp.GradScaler(enabled=False)
         self.run_dir = Path(run_dir)
         self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
         self.model = model
@@ -132,6 +126,7 @@ class RunGuard:
             model=self.model,
             optimizer=self.optimizer,
             loader_generator=self.loader_generator,
+            scaler=self.scaler,
         )
         # A checkpoint at the end of an epoch resumes at the start of the next.
         if position.batches_in_epoch >= self.batches_per_epoch:
@@ -173,23 +168,30 @@ class RunGuard:
         self.position.batches_in_epoch += 1
         return self.skipped.record(dropped)
 
-    def update_is_finite(self, loss: torch.Tensor, *, step: int) -> bool:
-        """Whether the step's loss and gradients are finite; a non-finite step is counted.
+    def check_update(self, loss: torch.Tensor, *, step: int) -> StepOutcome:
+        """Whether to apply the step's update; a non-finite step and a scaler skip are counted.
+
+        Call it after ``_amp.scaled_backward``, which unscales the gradients. Only non-finite
+        steps count toward the divergence stop: a skip of the fp16 scaler (a finite loss whose
+        scaled gradients overflowed) lowers the scale and is expected now and then.
 
         Args:
             loss: The loss, after ``backward``.
             step: The step being taken (for the message).
         """
-        if parameters_are_finite(loss, self.parameters):
+        outcome = step_outcome(loss, self.parameters, scaler=self.scaler)
+        if outcome is StepOutcome.applied:
             self.nonfinite_in_row = 0
-            return True
-        self.nonfinite_in_row += 1
-        self.position.nonfinite_steps += 1
-        self._message(
-            f"step {step + 1}: the loss or a gradient is not finite; the update is skipped "
-            f"({self.nonfinite_in_row} in a row)"
-        )
-        return False
+        elif outcome is StepOutcome.scaler_skipped:
+            self.position.scaler_skipped_steps += 1
+        else:
+            self.nonfinite_in_row += 1
+            self.position.nonfinite_steps += 1
+            self._message(
+                f"step {step + 1}: the loss or a gradient is not finite; the update is skipped "
+                f"({self.nonfinite_in_row} in a row)"
+            )
+        return outcome
 
     def after_step(self, *, step: int, epoch: int, images_seen: int, skipped: int) -> None:
         """Record the step; checkpoint when due or at the end; stop after a signal or divergence.
@@ -240,6 +242,7 @@ class RunGuard:
                 position=self.position,
                 settings=self.settings,
                 loader_generator=self.loader_generator,
+                scaler=self.scaler,
             )
         self.saved_step = self.position.step
         self._last_save = time.monotonic()
@@ -314,6 +317,7 @@ def create_run_guard(
     bad_images: Sequence[BadImage],
     progress: ProgressCallback = null_progress,
     is_main: bool = True,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> RunGuard:
     """The ``RunGuard`` of a pretraining run, with the header scan's bad images listed.
 
@@ -329,6 +333,7 @@ def create_run_guard(
         bad_images: Files the header scan found unusable; listed in ``RUN/skipped.txt``.
         progress: Receives ``message`` events.
         is_main: Whether this process writes files (rank 0 of a job, or a single process).
+        scaler: The fp16 loss scaler, saved in checkpoints.
     """
     skipped = SkippedImages(
         Path(run_dir) / SKIPPED_FILE,
@@ -354,6 +359,7 @@ def create_run_guard(
         skipped=skipped,
         progress=progress,
         is_main=is_main,
+        scaler=scaler,
     )
 
 

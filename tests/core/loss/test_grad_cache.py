@@ -109,3 +109,25 @@ def test_cached_contrastive_loss__one_running_statistics_update_per_micro_batch(
             reference(torch.cat([chunk_a, chunk_b]))
     for (name, buffer), expected in zip(model.named_buffers(), reference.buffers(), strict=True):
         torch.testing.assert_close(buffer, expected, msg=name)
+
+
+def test_cached_contrastive_loss__loss_scale_reaches_the_cached_gradients():
+    # A loss scaler back-propagates scale x loss: the replay must multiply its cached gradients
+    # by the incoming gradient, or fp16 loss scaling would not reach the parameters.
+    torch.manual_seed(0)
+    model = DropoutModel().eval()
+    views_a, views_b = torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8)
+    _, plain = gradients(model, views_a, views_b, accumulate=2, seed=0)
+    model.zero_grad(set_to_none=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    loss = contrastive_step(
+        model,
+        views_a,
+        views_b,
+        temperature=0.2,
+        autocast_context=contextlib.nullcontext(),
+        accumulate=2,
+    )
+    scaler.scale(loss).backward()
+    scaled = {name: p.grad.clone() for name, p in model.named_parameters()}
+    assert_same_gradients({name: 1024.0 * grad for name, grad in plain.items()}, scaled)

@@ -98,6 +98,32 @@ def test_save_checkpoint__restores_model_optimizer_and_position(tmp_path: Path):
         assert torch.equal(state[index]["momentum_buffer"], fresh_state[index]["momentum_buffer"])
 
 
+def test_save_checkpoint__keeps_the_fp16_loss_scale_as_json(tmp_path: Path):
+    model, optimizer = _trained("sgd")
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+    scaler.scale(torch.ones(()))  # The scale tensor exists once the scaler is first used.
+    path = tmp_path / "checkpoint.safetensors"
+    position = TrainingPosition(step=3, scaler_skipped_steps=2)
+    save_checkpoint(
+        path, model=model, optimizer=optimizer, position=position, settings={}, scaler=scaler
+    )
+    loaded = read_checkpoint(path)
+    assert loaded.scaler_state["scale"] == 1024.0
+    assert not any(key.startswith("scaler") for key in loaded.tensors)
+    fresh = torch.amp.GradScaler("cpu", enabled=True)
+    restored = restore_checkpoint(loaded, model=model, optimizer=optimizer, scaler=fresh)
+    assert fresh.get_scale() == 1024.0 and restored.scaler_skipped_steps == 2
+    # A run resumed in fp32 (scaler disabled) ignores the saved scale; one resumed in fp16 from
+    # an fp32 checkpoint (no scale saved) starts a fresh one.
+    restore_checkpoint(
+        loaded, model=model, optimizer=optimizer, scaler=torch.amp.GradScaler("cpu", enabled=False)
+    )
+    save_checkpoint(path, model=model, optimizer=optimizer, position=position, settings={})
+    fresh = torch.amp.GradScaler("cpu", enabled=True)
+    restore_checkpoint(read_checkpoint(path), model=model, optimizer=optimizer, scaler=fresh)
+    assert fresh.get_scale() == 2.0**16
+
+
 def test_save_checkpoint__full_disk_keeps_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -12,6 +12,7 @@ from PIL import Image
 from simclr_cli.core import _io
 from simclr_cli.core.errors import ConfigError, DataError, RunFolderError
 from simclr_cli.core.model.files import load_model
+from simclr_cli.core.train.checkpoints import read_checkpoint
 from simclr_cli.core.train.loop import pretrain
 from tests.conftest import tiny_config
 
@@ -134,6 +135,22 @@ def test_pretrain__folder_of_only_broken_images_fails_clearly(tmp_path: Path):
         (data / f"{index}.jpg").write_bytes(b"garbage")
     with pytest.raises(DataError, match="could be decoded"):
         pretrain(config=tiny_config(data, tmp_path / "run", batch_size=2))
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_pretrain__fp16_on_the_cpu_trains_with_a_loss_scaler(
+    shapes_dir: Path, tmp_path: Path, accumulate: int
+):
+    # Slow but correct: fp16 autocast on the CPU, its loss scaled (through gradient caching with
+    # --accumulate), the scale kept in the checkpoint.
+    out = tmp_path / "run"
+    result = pretrain(
+        config=tiny_config(shapes_dir, out, max_steps=2, precision="fp16", accumulate=accumulate)
+    )
+    assert result.steps == 2 and result.nonfinite_steps == 0
+    checkpoint = read_checkpoint(out / "checkpoint.safetensors")
+    assert checkpoint.scaler_state["scale"] == 2.0**16 / 2**result.scaler_skipped_steps
+    assert load_model(result.model_path).metadata.steps == 2
 
 
 def test_pretrain__accumulate_runs_micro_batches(shapes_dir: Path, tmp_path: Path):

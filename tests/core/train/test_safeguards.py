@@ -139,8 +139,11 @@ def test_parameters_are_finite__checks_loss_and_gradients():
     assert not parameters_are_finite(torch.tensor(1.0), [weight])
 
 
-def _poison_steps(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int] | None) -> None:
-    """Make the loss NaN at the given calls of the contrastive step (every call if None)."""
+def _poison_steps(
+    monkeypatch: pytest.MonkeyPatch, bad_calls: set[int] | None, factor: float = float("nan")
+) -> None:
+    """Multiply the loss by ``factor`` (NaN) at the given calls of the contrastive step (every
+    call if None)."""
     real = train_module.contrastive_step
     calls = {"count": 0}
 
@@ -148,7 +151,7 @@ def _poison_steps(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int] | None) -
         calls["count"] += 1
         loss = real(*args, **kwargs)
         if bad_calls is None or calls["count"] in bad_calls:
-            return loss * float("nan")
+            return loss * factor
         return loss
 
     monkeypatch.setattr(train_module, "contrastive_step", poisoned)
@@ -166,6 +169,37 @@ def test_pretrain__isolated_nonfinite_steps_are_skipped_and_counted(
     assert result.steps == 4 and result.nonfinite_steps == 2
     assert any("not finite" in text for text in messages)
     assert all(torch.isfinite(v.float()).all() for v in _tensors(result.model_path).values())
+
+
+def test_pretrain__fp16_scaler_skips_are_counted_apart_from_nonfinite_steps(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # A finite loss of about 1e30: its gradients overflow fp16 once scaled (the scaler skips), and
+    # more steps in a row than the divergence stop allows do not stop the run.
+    skipped = set(range(2, 3 + MAX_NONFINITE_IN_ROW))
+    _poison_steps(monkeypatch, skipped, factor=1e30)
+    steps = 3 + MAX_NONFINITE_IN_ROW
+    result = pretrain(
+        config=tiny_config(shapes_dir, tmp_path / "run", max_steps=steps, precision="fp16")
+    )
+    assert result.steps == steps and result.nonfinite_steps == 0
+    # The first steps may be skipped too, while the scale (65536 to start) settles.
+    assert result.scaler_skipped_steps >= len(skipped)
+    checkpoint = read_checkpoint(result.run_dir / "checkpoint.safetensors")
+    assert checkpoint.position.scaler_skipped_steps == result.scaler_skipped_steps
+    # Every skip halved the scale, which the checkpoint keeps for a resumed run.
+    assert checkpoint.scaler_state["scale"] <= 2.0**16 / 2 ** len(skipped)
+    assert all(torch.isfinite(v.float()).all() for v in _tensors(result.model_path).values())
+
+
+def test_pretrain__fp16_nonfinite_loss_is_still_a_nonfinite_step(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    _poison_steps(monkeypatch, {2})
+    result = pretrain(
+        config=tiny_config(shapes_dir, tmp_path / "run", max_steps=3, precision="fp16")
+    )
+    assert result.nonfinite_steps == 1
 
 
 @pytest.mark.slow
