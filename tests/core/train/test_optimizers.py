@@ -59,6 +59,54 @@ def test_scaled_learning_rate__linear_and_sqrt():
     assert sqrt == pytest.approx(0.075 * 64)
 
 
+@pytest.mark.parametrize(
+    ("optimizer", "scaling", "base", "batch_size", "expected"),
+    [
+        # The paper's flags: --lr 0.075 with sqrt gives 1.2 at batch 256; 0.3 linear gives 0.3.
+        ("lars", "sqrt", 0.075, 256, 1.2),
+        ("lars", "sqrt", 1.2, 256, 1.2 * 16),
+        ("lars", "sqrt", 0.075, 4096, 0.075 * 64),
+        ("lars", "linear", 0.3, 256, 0.3),
+        ("lars", "linear", 0.3, 4096, 4.8),
+        ("sgd", "sqrt", 0.01, 1024, 0.01 * 32),
+        ("sgd", "linear", 0.01, 1024, 0.04),
+        ("adamw", "sqrt", 1e-3, 64, 1e-3 * 8),
+        ("adamw", "linear", 1e-3, 64, 2.5e-4),
+    ],
+)
+def test_scaled_learning_rate__lr_means_what_the_papers_flag_means(
+    optimizer, scaling, base, batch_size, expected
+):
+    rate = scaled_learning_rate(optimizer, batch_size=batch_size, base=base, scaling=scaling)
+    assert rate == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("batch_size", [2, 8, 32, 256, 500, 4096])
+def test_scaled_learning_rate__defaults_are_the_earlier_peaks_bitwise(batch_size):
+    # The defaults before --lr took the paper's meaning, written as they were computed then.
+    earlier = {
+        ("lars", "sqrt"): 0.075 * math.sqrt(batch_size),
+        ("sgd", "sqrt"): 0.06 * math.sqrt(batch_size / 256),
+        ("adamw", "sqrt"): 1e-3 * math.sqrt(batch_size / 256),
+        ("lars", "linear"): 0.3 * batch_size / 256,
+        ("sgd", "linear"): 0.06 * batch_size / 256,
+        ("adamw", "linear"): 1e-3 * batch_size / 256,
+    }
+    for (optimizer, scaling), rate in earlier.items():
+        now = scaled_learning_rate(optimizer, batch_size=batch_size, base=None, scaling=scaling)
+        assert now == rate, (optimizer, scaling)
+
+
+def test_scaled_learning_rate__both_scalings_agree_at_batch_256_by_default():
+    for optimizer in OptimizerName:
+        rates = {
+            scaled_learning_rate(optimizer, batch_size=256, base=None, scaling=scaling)
+            for scaling in ("linear", "sqrt")
+        }
+        # LARS keeps the paper's two defaults (0.3 linear, 1.2 sqrt); the others agree.
+        assert len(rates) == (2 if optimizer is OptimizerName.lars else 1), optimizer
+
+
 def test_learning_rate_at__warmup_then_cosine_to_zero():
     peak = 1.0
     assert learning_rate_at(0, total_steps=100, warmup_steps=10, peak=peak) == pytest.approx(0.1)
