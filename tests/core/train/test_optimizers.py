@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from simclr_cli.core.config import LRScaling, OptimizerName
+from simclr_cli.core.model.head import create_projection_head
 from simclr_cli.core.schedule import learning_rate_at
 from simclr_cli.core.train.optimizers import (
     LARS,
@@ -23,6 +24,16 @@ def test_split_decay_groups__biases_and_norms_have_no_decay():
     decay, no_decay = split_decay_groups([model])
     assert [tuple(p.shape) for p in decay] == [(3, 4)]
     assert len(no_decay) == 3
+
+
+def test_split_decay_groups__head_scale_is_a_norm_parameter():
+    head = create_projection_head("v2", input_dim=16, hidden_dim=32, output_dim=8)
+    decay, no_decay = split_decay_groups([head])
+    scale = head.blocks[2][1].weight
+    assert any(p is scale for p in no_decay) and not any(p is scale for p in decay)
+    optimizer = create_optimizer("lars", [head], learning_rate=0.1)
+    group = next(g for g in optimizer.param_groups if any(p is scale for p in g["params"]))
+    assert group["weight_decay"] == 0.0 and group["lars_adapt"] is False
 
 
 def test_lars__step_is_scaled_by_trust_ratio():
