@@ -177,17 +177,19 @@ def pretrain_command(
         float | None,
         typer.Option(
             "--lr",
-            help="Base learning rate before batch scaling (default: 0.3 lars with linear "
-            "scaling, 0.06 sgd, 0.001 adamw).",
+            help="Base learning rate, as the paper's flag means it: the peak is base x batch/256 "
+            "with --lr-scaling linear, base x sqrt(batch) with sqrt (default base: lars 0.3 "
+            "linear, 0.075 sqrt; sgd 0.06 linear, 0.00375 sqrt; adamw 0.001 linear, 6.25e-05 "
+            "sqrt). The plan table shows the peak.",
             rich_help_panel=OPTIMISE,
         ),
     ] = default_of(PretrainConfig, "learning_rate"),
     lr_scaling: Annotated[
         LRScaling,
         typer.Option(
-            help="sqrt: 0.075 x sqrt(batch) for LARS (1.2 at batch 256), base x sqrt(batch/256) "
-            "for the others; linear: base x batch/256. sqrt learned faster in every short run "
-            "we measured (benchmarks/RESULTS.md).",
+            help="How the peak grows with the batch: sqrt: --lr x sqrt(batch) (LARS: 0.075 x "
+            "sqrt(batch), 1.2 at batch 256); linear: --lr x batch/256. sqrt learned faster in "
+            "every short run we measured (benchmarks/RESULTS.md).",
             rich_help_panel=OPTIMISE,
         ),
     ] = default_of(PretrainConfig, "lr_scaling"),
@@ -199,12 +201,24 @@ def pretrain_command(
         ),
     ] = default_of(PretrainConfig, "weight_decay"),
     warmup_fraction: Annotated[
-        float,
+        float | None,
         typer.Option(
-            help="Share of the steps spent in linear warm-up before cosine decay.",
+            help="Share of the steps spent in linear warm-up before cosine decay (default 0.1 "
+            "when --warmup-epochs is not given).",
             rich_help_panel=OPTIMISE,
+            show_default=False,
         ),
     ] = default_of(PretrainConfig, "warmup_fraction"),
+    warmup_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Epochs of linear warm-up (the paper: 10). When given it decides: epochs x "
+            "steps per epoch, capped below the total steps; else --warmup-fraction of the total "
+            "steps. Give one of the two.",
+            rich_help_panel=OPTIMISE,
+            show_default=False,
+        ),
+    ] = default_of(PretrainConfig, "warmup_epochs"),
     epochs: Annotated[
         int, typer.Option(help="Passes over the data.", rich_help_panel=OPTIMISE)
     ] = default_of(PretrainConfig, "epochs"),
@@ -379,6 +393,7 @@ def pretrain_command(
         lr_scaling=lr_scaling,
         weight_decay=weight_decay,
         warmup_fraction=warmup_fraction,
+        warmup_epochs=warmup_epochs,
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,

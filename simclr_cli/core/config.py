@@ -125,7 +125,9 @@ class PretrainConfig:
     learning_rate: float | None = None
     lr_scaling: LRScaling = LRScaling.sqrt
     weight_decay: float | None = None
-    warmup_fraction: float = 0.1
+    # None: 0.1 of the steps, unless warmup_epochs is given (see train/plan.py plan_warmup).
+    warmup_fraction: float | None = None
+    warmup_epochs: int | None = None
     epochs: int = 100
     max_steps: int | None = None
     batch_size: int = 256
@@ -209,8 +211,16 @@ class PretrainConfig:
             raise ConfigError("--lr must be positive", flag="--lr")
         if self.weight_decay is not None and self.weight_decay < 0:
             raise ConfigError("--weight-decay must not be negative", flag="--weight-decay")
-        if not 0.0 <= self.warmup_fraction < 1.0:
+        if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError("--warmup-fraction must be in [0, 1)", flag="--warmup-fraction")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ConfigError("--warmup-epochs must not be negative", flag="--warmup-epochs")
+        if self.warmup_epochs is not None and self.warmup_fraction is not None:
+            raise ConfigError(
+                f"--warmup-epochs {self.warmup_epochs} and --warmup-fraction "
+                f"{self.warmup_fraction:g} both set the warm-up; give one",
+                flag="--warmup-epochs",
+            )
         if self.workers is not None and self.workers < 0:
             raise ConfigError("--workers must not be negative", flag="--workers")
         _positive("--log-every", self.log_every)

@@ -123,6 +123,31 @@ def test_pretrain__existing_run_needs_force(shapes_dir: Path, tmp_path: Path):
     assert runner.invoke(app, [*args, "--force"]).exit_code == 0
 
 
+def test_pretrain__plan_table_shows_peak_rate_and_warmup(shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    args = ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--lr", "0.075"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1:] for line in result.stderr.splitlines() if line}
+    # --lr 0.075 with sqrt scaling is the paper's: 0.075 x sqrt(8) at batch 8.
+    assert rows["learning"][1:3] == ["0.2121", "peak"], result.stderr
+    assert rows["warm-up"][:2] == ["0", "steps"]
+
+
+def test_pretrain__warmup_epochs_and_fraction_together_exit_2(shapes_dir: Path, tmp_path: Path):
+    args = ["pretrain", str(shapes_dir), "--out", str(tmp_path / "run"), *TINY]
+    result = runner.invoke(app, [*args, "--warmup-epochs", "10", "--warmup-fraction", "0.1"])
+    assert result.exit_code == 2 and "give one" in result.output
+    assert "--warmup-epochs" in result.output
+
+
+def test_pretrain__help_states_the_warmup_rule():
+    result = runner.invoke(app, ["pretrain", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    line = next(line for line in result.output.splitlines() if "│ --warmup-epochs " in line)
+    assert "When given it decides" in line and "else --warmup-fraction" in line
+
+
 def test_pretrain__help_shows_examples():
     result = runner.invoke(app, ["pretrain", "--help"])
     assert result.exit_code == 0 and "simclr pretrain ./images --out runs/first" in result.output

@@ -56,6 +56,13 @@ def test_pretrain_config__checkpoint_every_bad_text_names_the_flag():
             "--checkpoint-every",
         ),
         (lambda: PretrainConfig(data=Path("d"), cache="disk"), "--cache"),
+        (
+            lambda: PretrainConfig(
+                data=Path("d"), warmup_epochs=10, warmup_fraction=0.1
+            ).validate(),
+            "--warmup-epochs",
+        ),
+        (lambda: PretrainConfig(data=Path("d"), warmup_epochs=-1).validate(), "--warmup-epochs"),
         (lambda: PretrainConfig(data=Path("d"), gpus="many"), "--gpus"),
         (lambda: ProbeConfig(train=Path("t"), model=Path("m"), k=0).validate(), "--k"),
         (

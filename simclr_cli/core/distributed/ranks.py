@@ -429,8 +429,11 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         centered = values - mean.view(shape)
         variance = all_reduce_with_gradient((centered * centered).sum(dims)) / total
         output = centered * torch.rsqrt(variance + self.eps).view(shape)
-        if self.affine:
-            output = output * self.weight.view(shape) + self.bias.view(shape)
+        # A scale without a shift (the v2 head's last layer) has weight and no bias.
+        if self.weight is not None:
+            output = output * self.weight.view(shape)
+        if self.bias is not None:
+            output = output + self.bias.view(shape)
         # With track_running_stats the three buffers exist; the checks name them for the types.
         if (
             self.track_running_stats

@@ -24,7 +24,7 @@ from ..._version import __version__
 from .._io import atomic_write
 from ..errors import BackboneError, ModelFileError
 from .backbone import create_backbone
-from .head import ProjectionHead
+from .head import ProjectionHead, ScaleOnlyBatchNorm1d
 from .simclr import ModelMetadata, SimCLRModel
 
 #: Value of the ``format`` metadata key in every file this package writes.
@@ -191,6 +191,9 @@ def write_model_file(path: Path, module: nn.Module, metadata: ModelMetadata) -> 
 def read_model_tensors(module: nn.Module, path: Path) -> None:
     """Load a model file's tensors into ``module``, every key matching (``strict=True``).
 
+    Files written before the v2 head's last batch norm learned a scale have no ``weight`` for it;
+    it is filled with ones, the scale those files trained with.
+
     Raises:
         ModelFileError: When the tensors cannot be read or do not match the module.
     """
@@ -198,11 +201,28 @@ def read_model_tensors(module: nn.Module, path: Path) -> None:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise ModelFileError(f"cannot read tensors of {path} ({error}); copy it again") from None
+    fill_missing_scales(module, tensors)
     try:
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[-1].strip()
         raise ModelFileError(f"{path}: tensors do not match its metadata ({first})") from None
+
+
+def fill_missing_scales(module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Give each ``ScaleOnlyBatchNorm1d`` that ``tensors`` has statistics but no scale of ones.
+
+    Args:
+        module: The module the tensors are for.
+        tensors: Its state dict as read from a file; changed in place.
+    """
+    for name, submodule in module.named_modules():
+        if not isinstance(submodule, ScaleOnlyBatchNorm1d):
+            continue
+        prefix = f"{name}." if name else ""
+        if f"{prefix}weight" not in tensors and f"{prefix}running_mean" in tensors:
+            statistics = tensors[f"{prefix}running_mean"]
+            tensors[f"{prefix}weight"] = torch.ones_like(statistics)
 
 
 def save_model(path: Path, model: SimCLRModel) -> None:

@@ -2,7 +2,8 @@
 
 SimCLR v1 (Chen et al. 2020, section 2.1): z = W2 ReLU(W1 h), here with batch norm after the
 hidden layer as in the reference code. SimCLR v2 (Chen et al. 2020b, "Big Self-Supervised Models
-are Strong Semi-Supervised Learners"): three layers, batch norm after each.
+are Strong Semi-Supervised Learners"): three layers, batch norm after each; the last batch norm
+learns a scale but no shift, as the reference's last layer does (``center=False, scale=True``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,29 @@ import torch
 from torch import nn
 
 from ..config import HeadVersion
+
+
+class ScaleOnlyBatchNorm1d(nn.BatchNorm1d):
+    """Batch norm with a learnable scale and no shift: y = weight * (x - mean) / std.
+
+    The reference implementation's last head layer (``center=False, scale=True``): a shift would
+    move every projection alike, which the cosine similarity of the loss undoes only in part.
+    ``bias`` is None, so the module's ``state_dict`` holds ``weight`` and the running statistics.
+
+    Args:
+        num_features: Channels C of the input (N, C).
+        eps: Added to the variance for stability.
+        momentum: Update factor of the running statistics.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=True)
+        self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        """Running statistics to their start and the scale to ones."""
+        self.reset_running_stats()
+        nn.init.ones_(self.weight)
 
 
 class ProjectionHead(nn.Module):
@@ -35,12 +59,12 @@ class ProjectionHead(nn.Module):
         for index in range(num_layers):
             last = index == num_layers - 1
             layers: list[nn.Module] = [nn.Linear(sizes[index], sizes[index + 1], bias=False)]
-            # The output keeps batch norm without learned scale in v2 (as the reference code
-            # does); v1's output is a plain linear layer.
+            # v2's output keeps batch norm with a learned scale and no shift (as the reference
+            # code does); v1's output is a plain linear layer.
             if not last:
                 layers += [nn.BatchNorm1d(sizes[index + 1]), nn.ReLU(inplace=True)]
             elif num_layers > 2:
-                layers.append(nn.BatchNorm1d(sizes[index + 1], affine=False))
+                layers.append(ScaleOnlyBatchNorm1d(sizes[index + 1]))
             blocks.append(nn.Sequential(*layers))
         self.blocks = nn.Sequential(*blocks)
         self.input_dim = input_dim

@@ -38,7 +38,7 @@ from ..model.files import save_model
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from ..schedule import learning_rate_at
 from .budget import TimeBudget
-from .plan import plan_rows, plan_run, resolved_settings
+from .plan import plan_rows, plan_run, plan_warmup, resolved_settings
 from .run_folder import open_run_folder, refuse_early
 from .safeguards import create_run_guard
 from .setup import (
@@ -293,7 +293,12 @@ def _pretrain(
                 # With --time-budget, the measured speed fixes (and corrects) the step count.
                 if budget is not None:
                     total_steps = budget.plan(step, total_steps)
-                    warmup_steps = round(config.warmup_fraction * total_steps)
+                    warmup_steps = plan_warmup(
+                        total_steps=total_steps,
+                        steps_per_epoch=plan.num_images // config.batch_size,
+                        warmup_epochs=config.warmup_epochs,
+                        warmup_fraction=config.warmup_fraction,
+                    )
                     guard.total_steps = total_steps
                 # The online kNN monitor on --val, within its share of the time.
                 if monitor is not None and (monitor.due(step) or step == total_steps):

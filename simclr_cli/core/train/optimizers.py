@@ -16,8 +16,22 @@ from torch import nn
 
 from ..config import LRScaling, OptimizerName
 
-#: Base learning rate of each optimiser, before scaling with the batch size.
-BASE_LEARNING_RATE = {OptimizerName.lars: 0.3, OptimizerName.sgd: 0.06, OptimizerName.adamw: 1e-3}
+#: Base learning rate of each optimiser for each scaling, before scaling with the batch size:
+#: the peak is base * batch / 256 (linear) or base * sqrt(batch) (sqrt), as the paper's flags mean
+#: (SimCLR appendix B.1: 0.3 linear, 0.075 sqrt for LARS). The sqrt bases of SGD and AdamW are their
+#: linear bases over 16, so that both scalings give the same rate at batch 256.
+BASE_LEARNING_RATE = {
+    LRScaling.linear: {
+        OptimizerName.lars: 0.3,
+        OptimizerName.sgd: 0.06,
+        OptimizerName.adamw: 1e-3,
+    },
+    LRScaling.sqrt: {
+        OptimizerName.lars: 0.075,
+        OptimizerName.sgd: 0.06 / 16,
+        OptimizerName.adamw: 1e-3 / 16,
+    },
+}
 #: Weight decay of each optimiser (the paper: 1e-6 with LARS).
 DEFAULT_WEIGHT_DECAY = {
     OptimizerName.lars: 1e-6,
@@ -108,17 +122,27 @@ def split_decay_groups(
 def scaled_learning_rate(
     optimizer: OptimizerName, *, batch_size: int, base: float | None, scaling: LRScaling
 ) -> float:
-    """The learning rate for a global batch size (SimCLR appendix B.1).
+    """The peak learning rate for a global batch size (SimCLR appendix B.1).
 
-    ``linear``: base * batch / 256; ``sqrt``: 0.075 * sqrt(batch) for LARS (the paper's value
-    for small batches and long runs), base * sqrt(batch / 256) for the others.
+    ``linear``: base * batch / 256; ``sqrt``: base * sqrt(batch), so that ``--lr 0.075`` with
+    LARS gives 1.2 at batch 256 as in the paper. Without a base, the optimiser's base for the
+    scaling (``BASE_LEARNING_RATE``).
+
+    Args:
+        optimizer: The optimiser, whose default base is used when ``base`` is None.
+        batch_size: The global batch size (all ranks and micro-batches together).
+        base: The ``--lr`` flag, or None for the default.
+        scaling: ``linear`` or ``sqrt``.
+
+    Returns:
+        The learning rate after warm-up.
     """
-    optimizer = OptimizerName(optimizer)
-    if LRScaling(scaling) is LRScaling.sqrt:
-        if base is None and optimizer is OptimizerName.lars:
-            return 0.075 * math.sqrt(batch_size)
-        return (base or BASE_LEARNING_RATE[optimizer]) * math.sqrt(batch_size / 256)
-    return (base or BASE_LEARNING_RATE[optimizer]) * batch_size / 256
+    optimizer, scaling = OptimizerName(optimizer), LRScaling(scaling)
+    if base is None:
+        base = BASE_LEARNING_RATE[scaling][optimizer]
+    if scaling is LRScaling.sqrt:
+        return base * math.sqrt(batch_size)
+    return base * batch_size / 256
 
 
 def create_optimizer(

@@ -38,6 +38,9 @@ from .budget import budget_stem
 from .loggers import check_loggers
 from .optimizers import DEFAULT_WEIGHT_DECAY, scaled_learning_rate
 
+#: Share of the steps spent in warm-up when neither --warmup-fraction nor --warmup-epochs is given.
+DEFAULT_WARMUP_FRACTION = 0.1
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -129,6 +132,34 @@ def plan_steps(*, num_images: int, batch_size: int, epochs: int, max_steps: int 
     return epochs * (num_images // batch_size)
 
 
+def plan_warmup(
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_epochs: int | None,
+    warmup_fraction: float | None,
+) -> int:
+    """Steps of linear warm-up: ``--warmup-epochs`` when given, else ``--warmup-fraction``.
+
+    Warm-up epochs count whole epochs of ``steps_per_epoch`` steps, capped below the total so
+    that the run always reaches its peak rate; the fraction (0.1 when neither is given) is a share
+    of the total steps, rounded.
+
+    Args:
+        total_steps: Optimiser steps of the run.
+        steps_per_epoch: Full batches in one pass over the data.
+        warmup_epochs: The ``--warmup-epochs`` flag, or None.
+        warmup_fraction: The ``--warmup-fraction`` flag, or None for the default.
+
+    Returns:
+        The warm-up steps, from 0 to ``total_steps - 1`` (0 for a run of at most one step).
+    """
+    if warmup_epochs is not None:
+        return max(0, min(warmup_epochs * steps_per_epoch, total_steps - 1))
+    fraction = DEFAULT_WARMUP_FRACTION if warmup_fraction is None else warmup_fraction
+    return round(fraction * total_steps)
+
+
 def plan_run(*, config: PretrainConfig) -> RunPlan:
     """Check a run's flags and data and resolve every ``auto`` of it.
 
@@ -211,7 +242,12 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
         cache=config.cache,
         cache_budget=cache_budget_bytes() if config.cache is CacheMode.auto else None,
         total_steps=total_steps,
-        warmup_steps=round(config.warmup_fraction * total_steps),
+        warmup_steps=plan_warmup(
+            total_steps=total_steps,
+            steps_per_epoch=len(images) // config.batch_size,
+            warmup_epochs=config.warmup_epochs,
+            warmup_fraction=config.warmup_fraction,
+        ),
         peak_learning_rate=peak_learning_rate,
         weight_decay=weight_decay,
     )
@@ -254,6 +290,9 @@ def resolved_settings(config: PretrainConfig, plan: RunPlan) -> dict[str, Any]:
             "cache": plan.cache.value,
         }
     )
+    if config.warmup_epochs is None and config.warmup_fraction is None:
+        # The default written out, so that `--config RUN/config.toml` repeats the same warm-up.
+        settings["warmup_fraction"] = DEFAULT_WARMUP_FRACTION
     return settings
 
 
@@ -294,6 +333,13 @@ def plan_rows(plan: RunPlan, config: PretrainConfig) -> tuple[tuple[str, str, st
     if config.workers is None and plan.context.distributed:
         workers_how = "auto, per rank"
     scaling = f"{config.lr_scaling.value} scaling to batch {config.batch_size}"
+    if config.learning_rate is not None:
+        scaling = f"--lr {config.learning_rate:g}, {scaling}"
+    if config.warmup_epochs is not None:
+        warmup_how = f"--warmup-epochs {config.warmup_epochs}"
+    else:
+        fraction = config.warmup_fraction
+        warmup_how = f"{DEFAULT_WARMUP_FRACTION if fraction is None else fraction:g} of the steps"
     return (
         ("images", str(plan.num_images), skipped),
         ("processes", processes, processes_how),
@@ -305,7 +351,8 @@ def plan_rows(plan: RunPlan, config: PretrainConfig) -> tuple[tuple[str, str, st
         ("workers", str(plan.workers), workers_how),
         ("threads", str(plan.threads), threads_how),
         ("cache", cache, cache_how),
-        ("steps", f"{plan.total_steps}, warm-up {plan.warmup_steps}", steps_how),
+        ("steps", str(plan.total_steps), steps_how),
         ("learning rate", f"{plan.peak_learning_rate:.4g} peak", scaling),
+        ("warm-up", f"{plan.warmup_steps} steps", warmup_how),
         ("weight decay", f"{plan.weight_decay:g}", chosen(config.weight_decay)),
     )

@@ -172,3 +172,23 @@ def test_load_classifier__round_trip_and_kinds_refused_both_ways(tmp_path: Path)
     with pytest.raises(ModelFileError, match="is an encoder, not a classifier"):
         load_classifier(encoder_path)
     assert read_metadata(classifier_path).kind == "classifier"
+
+
+def test_load_model__file_without_the_head_scale_loads_with_ones(tmp_path: Path):
+    # Files written when the v2 head's last batch norm had no learnable scale.
+    model = create_simclr_model(backbone="test_resnet", image_size=32, head="v2").eval()
+    with torch.no_grad():
+        model.head.blocks[2][1].running_var.fill_(4.0)
+    path = tmp_path / "model.safetensors"
+    save_model(path, model)
+    tensors = load_file(str(path))
+    raw = json.loads(path.read_bytes()[8 : 8 + struct.unpack("<Q", path.read_bytes()[:8])[0]])
+    del tensors["head.blocks.2.1.weight"]
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata=raw["__metadata__"])
+    loaded = load_model(old)
+    torch.testing.assert_close(loaded.head.blocks[2][1].weight, torch.ones(128))
+    torch.testing.assert_close(loaded.head.blocks[2][1].running_var, torch.full((128,), 4.0))
+    images = torch.randn(2, 3, 32, 32)
+    for expected, actual in zip(model(images), loaded(images), strict=True):
+        torch.testing.assert_close(expected, actual)

@@ -15,7 +15,7 @@ from simclr_cli.core.config import CacheMode, Precision, Preset, Stem
 from simclr_cli.core.errors import ConfigError, DataError, UsageError
 from simclr_cli.core.progress import ProgressEvent
 from simclr_cli.core.train.loop import pretrain
-from simclr_cli.core.train.plan import plan_rows, plan_run
+from simclr_cli.core.train.plan import plan_rows, plan_run, plan_warmup, resolved_settings
 from tests.conftest import tiny_config
 
 try:
@@ -82,7 +82,58 @@ def test_plan_run__flags_forcing_a_choice_win(shapes_dir: Path, tmp_path: Path):
     assert plan.weight_decay == 0.01
     rows = {setting: (value, how) for setting, value, how in plan_rows(plan, config)}
     assert rows["stem"] == ("imagenet", "") and rows["workers"] == ("3", "")
-    assert rows["steps"] == ("6, warm-up 3", "2 epochs of 3 batches")
+    assert rows["steps"] == ("6", "2 epochs of 3 batches")
+    assert rows["warm-up"] == ("3 steps", "0.5 of the steps")
+    assert rows["learning rate"] == ("0.0125 peak", "--lr 0.4, linear scaling to batch 8")
+
+
+@pytest.mark.parametrize(
+    ("total_steps", "warmup_epochs", "warmup_fraction", "expected"),
+    [
+        (1000, None, None, 100),  # neither: 0.1 of the steps
+        (1000, None, 0.25, 250),
+        (1000, 10, None, 500),  # 10 epochs of 50 steps
+        (1000, 0, None, 0),
+        (300, 10, None, 299),  # capped below the total: the run still reaches its peak
+        (1, 10, None, 0),
+    ],
+)
+def test_plan_warmup__epochs_decide_when_given_else_the_fraction(
+    total_steps, warmup_epochs, warmup_fraction, expected
+):
+    steps = plan_warmup(
+        total_steps=total_steps,
+        steps_per_epoch=50,
+        warmup_epochs=warmup_epochs,
+        warmup_fraction=warmup_fraction,
+    )
+    assert steps == expected
+
+
+def test_plan_run__warmup_epochs_count_epochs_of_the_data(shapes_dir: Path, tmp_path: Path):
+    config = tiny_config(shapes_dir, tmp_path / "run", max_steps=None, epochs=4, warmup_epochs=1)
+    plan = plan_run(config=config)
+    # 24 // 8 = 3 steps per epoch; one epoch of warm-up out of 12 steps.
+    assert (plan.total_steps, plan.warmup_steps) == (12, 3)
+    rows = {setting: (value, how) for setting, value, how in plan_rows(plan, config)}
+    assert rows["warm-up"] == ("3 steps", "--warmup-epochs 1")
+    assert "warmup_fraction" not in {k for k, v in resolved_settings(config, plan).items() if v}
+
+
+def test_plan_run__both_warmup_flags_are_refused(shapes_dir: Path, tmp_path: Path):
+    config = tiny_config(shapes_dir, tmp_path / "run", warmup_epochs=1, warmup_fraction=0.1)
+    with pytest.raises(ConfigError, match="give one") as caught:
+        plan_run(config=config)
+    assert caught.value.flag == "--warmup-epochs"
+
+
+def test_plan_rows__default_run_shows_peak_and_warmup(shapes_dir: Path, tmp_path: Path):
+    config = tiny_config(shapes_dir, tmp_path / "run", max_steps=None, epochs=10)
+    plan = plan_run(config=config)
+    rows = {setting: (value, how) for setting, value, how in plan_rows(plan, config)}
+    assert rows["learning rate"] == (f"{0.075 * math.sqrt(8):.4g} peak", "sqrt scaling to batch 8")
+    assert rows["warm-up"] == ("3 steps", "0.1 of the steps")
+    assert resolved_settings(config, plan)["warmup_fraction"] == 0.1
 
 
 def test_plan_run__short_time_budget_picks_the_fast_stem(shapes_dir: Path, tmp_path: Path):
