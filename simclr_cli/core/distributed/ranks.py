@@ -33,7 +33,8 @@ from timm.layers import convert_sync_batchnorm
 from torch import nn
 
 from .. import _env
-from ..config import DeviceName, PretrainConfig
+from ..choices import DeviceName
+from ..config import PretrainConfig
 from ..errors import ConfigError
 from ..loss import nt_xent
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..config import LRScaling, OptimizerName
+from ..choices import LRScaling, OptimizerName
 
 #: Base learning rate of each optimiser, before scaling with the batch size.
 BASE_LEARNING_RATE = {OptimizerName.lars: 0.3, OptimizerName.sgd: 0.06, OptimizerName.adamw: 1e-3}

@@ -48,7 +48,7 @@ import torch.distributed as dist
 
 from .. import _io
 from .._io import atomic_write
-from ..config import LoggerName
+from ..choices import LoggerName
 from ..distributed.ranks import SINGLE_PROCESS, RankContext
 from ..errors import RunFolderError
 from .checkpoints import Checkpoint, read_checkpoint, settings_differences

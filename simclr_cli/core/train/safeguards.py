@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from .._io import CheckpointInterval, parse_interval
-from ..config import BadImagePolicy, PretrainConfig
+from ..choices import BadImagePolicy
+from ..config import PretrainConfig
 from ..data.checks import BadImage, SkippedImages
 from ..data.sampler import ResumableRandomSampler
 from ..errors import DiskFullError, RunInterrupted, TrainingDivergedError
