@@ -11,21 +11,23 @@ loss and augmentations in your own training loop).
 from ._version import __version__
 from .core.augment.eval import create_eval_transform
 from .core.augment.presets import create_view_transform
-from .core.config import (
+from .core.choices import (
     BadImagePolicy,
-    DemoConfig,
     DeviceName,
-    EmbedConfig,
-    FinetuneConfig,
     HeadVersion,
     LRScaling,
     OptimizerName,
     Precision,
-    PredictConfig,
     Preset,
+    Stem,
+)
+from .core.config import (
+    DemoConfig,
+    EmbedConfig,
+    FinetuneConfig,
+    PredictConfig,
     PretrainConfig,
     ProbeConfig,
-    Stem,
 )
 from .core.demo import run_demo
 from .core.errors import SimCLRError
@@ -139,7 +141,8 @@ from .core.augment.batched import BatchAugmenter  # noqa: E402
 __all__ += ["BatchAugmenter"]
 
 # Model files for other tools: `simclr info` and `simclr export`.
-from .core.config import ExportConfig, ExportFormat  # noqa: E402
+from .core.choices import ExportFormat  # noqa: E402
+from .core.config import ExportConfig  # noqa: E402
 from .core.export.exporter import ExportResult, export_model  # noqa: E402
 from .core.model.info import ModelInfo, read_model_info  # noqa: E402
 

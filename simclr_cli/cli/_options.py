@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ..core.augment.recipe import CIFAR_PRESET_MAX_SIZE, DEFAULT_COLOR_STRENGTH
-from ..core.config import DeviceName, Preset
+from ..core.choices import DeviceName, Preset
 from ..core.constants import COLOR_STRENGTH_RANGE, SMALL_IMAGE_SIZE
 
 # Help phrases that quote the augmentation recipe, so the help cannot drift from it.

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..core.config import ExportConfig, ExportFormat
+from ..core.choices import ExportFormat
+from ..core.config import ExportConfig
 from ..core.export.exporter import export_model
 from . import _console
 from ._options import JsonOption, ModelArgument, QuietOption, default_of

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..core.config import FinetuneConfig, Precision
+from ..core.choices import Precision
+from ..core.config import FinetuneConfig
 from ..core.eval.finetune import finetune
 from . import _console
 from ._options import (

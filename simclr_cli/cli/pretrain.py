@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core._io import format_duration, parse_duration
-from ..core.config import (
+from ..core.choices import (
     BadImagePolicy,
     CacheMode,
     HeadVersion,
@@ -22,9 +22,9 @@ from ..core.config import (
     OptimizerName,
     Precision,
     Preset,
-    PretrainConfig,
     Stem,
 )
+from ..core.config import PretrainConfig
 from ..core.distributed.ranks import is_main_process
 from ..core.errors import RunInterrupted
 from ..core.progress import ProgressCallback, ProgressEvent

@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core._threads import default_workers
-from ..core.config import ProbeConfig, Stem
+from ..core.choices import Stem
+from ..core.config import ProbeConfig
 from ..core.eval.probe import ProbeResult, probe
 from . import _console
 from ._options import (

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..core.config import Preset, Protocol, VisualizeConfig
+from ..core.choices import Preset, Protocol
+from ..core.config import VisualizeConfig
 from ..core.errors import UsageError
 from ..core.viz import terminal
 from ..core.viz.preview import create_augmentation_preview

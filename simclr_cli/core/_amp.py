@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .config import Precision
+from .choices import Precision
 
 
 class StepOutcome(enum.Enum):

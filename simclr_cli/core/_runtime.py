@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import _env
-from .config import DeviceName, Precision
+from .choices import DeviceName, Precision
 from .errors import ConfigError
 
 

@@ -1,8 +1,7 @@
-"""Configuration dataclasses and the choices they take.
+"""Configuration dataclasses.
 
 Each command of the CLI fills one of these dataclasses and calls one core function with it;
-Python users do the same. Choices are ``str`` enums, so their values print and serialise as the
-words a user types.
+Python users do the same. The choices they take are the enums of choices.py.
 """
 
 from __future__ import annotations
@@ -14,89 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from ._io import parse_interval
+from .choices import (
+    BadImagePolicy,
+    CacheMode,
+    DeviceName,
+    ExportFormat,
+    HeadVersion,
+    LoggerName,
+    LRScaling,
+    OptimizerName,
+    Precision,
+    Preset,
+    Protocol,
+    Stem,
+)
 from .constants import COLOR_STRENGTH_RANGE
 from .errors import ConfigError
-
-
-class Stem(str, Enum):
-    """First layers of a ResNet: the ImageNet stem or the small-image CIFAR stem."""
-
-    auto = "auto"
-    imagenet = "imagenet"
-    cifar = "cifar"
-
-
-class HeadVersion(str, Enum):
-    """Projection head of SimCLR v1 (2 layers) or SimCLR v2 (3 layers)."""
-
-    v1 = "v1"
-    v2 = "v2"
-
-
-class Preset(str, Enum):
-    """Augmentation preset; ``auto`` picks ``cifar`` at 64 px and below, else ``imagenet``."""
-
-    auto = "auto"
-    imagenet = "imagenet"
-    cifar = "cifar"
-
-
-class OptimizerName(str, Enum):
-    """Optimiser of the pretraining run."""
-
-    lars = "lars"
-    sgd = "sgd"
-    adamw = "adamw"
-
-
-class LRScaling(str, Enum):
-    """How the learning rate grows with the batch size (SimCLR appendix B.1)."""
-
-    linear = "linear"
-    sqrt = "sqrt"
-
-
-class Precision(str, Enum):
-    """Precision of the forward pass; ``auto`` is bf16 where the device runs it natively."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class BadImagePolicy(str, Enum):
-    """What a run does with a file that is not a readable image: skip it (listed) or stop."""
-
-    skip = "skip"
-    fail = "fail"
-
-
-class CacheMode(str, Enum):
-    """Where decoded training images live between epochs.
-
-    ``auto`` keeps them in RAM when they fit the memory budget and streams otherwise, ``ram``
-    always keeps them, ``off`` decodes every image every epoch.
-    """
-
-    auto = "auto"
-    ram = "ram"
-    off = "off"
-
-
-class DeviceName(str, Enum):
-    """Where to compute: ``auto`` takes CUDA when it is present."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class LoggerName(str, Enum):
-    """Where a run logs its metrics besides RUN/metrics.jsonl (see loggers.py)."""
-
-    csv = "csv"
-    tensorboard = "tensorboard"
 
 
 @dataclass
@@ -435,17 +367,6 @@ class PredictConfig:
             raise ConfigError("give at least one image file or folder to classify")
 
 
-class Protocol(str, Enum):
-    """How ``visualize-aug`` draws images in a terminal; ``auto`` asks the environment."""
-
-    auto = "auto"
-    kitty = "kitty"
-    iterm = "iterm"
-    truecolor = "truecolor"
-    color256 = "256"
-    none = "none"
-
-
 @dataclass
 class VisualizeConfig:
     """Settings of ``visualize-aug``: which images, which augmentation, how to show it.
@@ -547,14 +468,6 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             ]
         result[item.name] = value
     return result
-
-
-class ExportFormat(str, Enum):
-    """What ``simclr export`` writes: a timm hub folder, an ONNX graph or a TorchScript archive."""
-
-    timm = "timm"
-    onnx = "onnx"
-    torchscript = "torchscript"
 
 
 @dataclass

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from .config import DemoConfig, PretrainConfig, Stem
+from .choices import Stem
+from .config import DemoConfig, PretrainConfig
 from .data.files import find_labeled_images
 from .data.synthetic import generate_shapes_dataset
 from .eval.embed import extract_features

@@ -18,7 +18,7 @@ from simclr_cli.cli import pretrain as pretrain_module
 from simclr_cli.cli._config import RESERVED_VARIABLES
 from simclr_cli.cli.app import app
 from simclr_cli.core import _env, _io
-from simclr_cli.core.config import LoggerName, Stem
+from simclr_cli.core.choices import LoggerName, Stem
 from simclr_cli.core.errors import ConfigError
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ from simclr_cli.core._amp import (
     step_outcome,
 )
 from simclr_cli.core._runtime import autocast, resolve_precision
-from simclr_cli.core.config import Precision
+from simclr_cli.core.choices import Precision
 
 CPU = torch.device("cpu")
 INPUTS = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))

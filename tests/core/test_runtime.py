@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from simclr_cli.core._runtime import use_channels_last
-from simclr_cli.core.config import Precision
+from simclr_cli.core.choices import Precision
 from simclr_cli.core.model.simclr import create_simclr_model
 from simclr_cli.core.train.loop import contrastive_step
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from ..config import Preset
+from ..choices import Preset
 from ..constants import DEFAULT_MEAN, DEFAULT_STD
 from .batched_ops import (
     HUE_PLANES,

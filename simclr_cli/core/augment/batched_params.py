@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import Preset
+from ..choices import Preset
 from .recipe import CROP_RATIO, CROP_SCALE, CROP_TRIES, AugmentationRecipe, create_recipe
 from .reference import ViewParams
 

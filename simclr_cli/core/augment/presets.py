@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
-from ..config import Preset
+from ..choices import Preset
 from ..constants import DEFAULT_MEAN, DEFAULT_STD
 from .recipe import create_recipe
 from .reference import ViewTransform

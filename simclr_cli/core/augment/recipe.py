@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import Preset
+from ..choices import Preset
 from ..constants import COLOR_STRENGTH_RANGE, SMALL_IMAGE_SIZE
 from ..errors import ConfigError
 

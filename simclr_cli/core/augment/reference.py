@@ -24,7 +24,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from ..config import Preset
+from ..choices import Preset
 from ..constants import DEFAULT_MEAN, DEFAULT_STD
 from ..errors import ConfigError
 from .recipe import (

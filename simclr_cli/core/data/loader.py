@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import _env
 from .._runtime import seed_worker
-from ..config import CacheMode
+from ..choices import CacheMode
 from ..errors import ImageDecodeError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checks import BadImage

@@ -1,1 +1,1 @@
-"""Several processes: ranks, collectives and the launcher."""
+"""Several processes: ranks, collectives, global batch norm and the launcher."""

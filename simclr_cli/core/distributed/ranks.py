@@ -1,19 +1,20 @@
-"""Several processes, one global batch: the rank context, collectives with gradients, global BN.
+"""Several processes, one global batch: the rank context, the process plan, joining the job.
 
 A SimCLR step over W processes (ranks) with a global batch of B images gives each rank B / W
 images. Three things make the result equal to one process training on all B images:
 
 * The loss sees every rank's projections. Each rank gathers all 2B projections with a collective
   that carries gradients back to the rank that owns them, and computes the loss of its own 2B / W
-  rows against all 2B columns (``nt_xent_across_ranks``). No rank repeats another's rows.
+  rows against all 2B columns (``nt_xent_across_ranks`` in collectives.py). No rank repeats
+  another's rows.
 * Gradients are averaged by ``DistributedDataParallel``. The gather's backward *sums* over ranks,
   because every rank's loss depends on every rank's projections; the local loss is the mean over
   the rank's own rows. Averaging the W per-rank gradients then gives the gradient of the mean over
   all 2B rows, which is the single-process loss.
 * Batch norm statistics are taken over the global batch (the paper's global BN): on CUDA with
   PyTorch's ``SyncBatchNorm`` (through timm, which also converts ``BatchNormAct2d``), on the CPU
-  with ``GlobalBatchNorm`` below, the readable reference that PyTorch lacks for CPU tensors.
-  ``SIMCLR_SYNC_BN=reference`` uses the reference on CUDA too.
+  with ``GlobalBatchNorm`` (batch_norm.py), the readable reference that PyTorch lacks for CPU
+  tensors. ``SIMCLR_SYNC_BN=reference`` uses the reference on CUDA too.
 
 Ranks learn who they are from the variables that ``torchrun`` and the elastic launcher set
 (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT); ``launcher`` starts
@@ -29,13 +30,11 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from timm.layers import convert_sync_batchnorm
-from torch import nn
 
 from .. import _env
-from ..config import DeviceName, PretrainConfig
+from ..choices import DeviceName
+from ..config import PretrainConfig
 from ..errors import ConfigError
-from ..loss import nt_xent
 
 #: Variables a launcher sets for each process of a job; with all of them present, a process joins
 #: that job instead of starting processes of its own.
@@ -265,272 +264,3 @@ def per_rank_workers(workers: int, context: RankContext) -> int:
     if not context.distributed:
         return workers
     return max(1, workers // context.local_world_size)
-
-
-# --------------------------------------------------------------------------------------------
-# Collectives that carry gradients.
-
-
-class _GatherWithGradient(torch.autograd.Function):
-    """All-gather along dim 0 whose backward returns each rank the gradient of its own rows."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
-        tensor = tensor.contiguous()
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor)
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
-        # Every rank's loss depends on this rank's rows, so their gradient is the sum of the
-        # gradients that all ranks computed for them.
-        world_size, rank = dist.get_world_size(), dist.get_rank()
-        grad = grad.contiguous()
-        rows = grad.shape[0] // world_size
-        if dist.get_backend() == "nccl":
-            own = torch.empty_like(grad[:rows])
-            dist.reduce_scatter_tensor(own, grad)
-            return own
-        # Gloo has no reduce-scatter; the tensors here are small (2B x 128).
-        total = grad.clone()
-        dist.all_reduce(total)
-        return total[rank * rows : (rank + 1) * rows]
-
-
-def gather_with_gradient(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's tensor along dim 0, in rank order, keeping gradients.
-
-    Args:
-        tensor: This rank's rows, shape (R, ...), the same shape on every rank.
-
-    Returns:
-        All ranks' rows, shape (world_size * R, ...); rank r's rows are at ``r*R:(r+1)*R``.
-        The gradient flowing into row block r is summed over ranks and returned to rank r.
-    """
-    return _GatherWithGradient.apply(tensor)
-
-
-class _AllReduceWithGradient(torch.autograd.Function):
-    """Sum over ranks whose backward sums the gradients over ranks too."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
-        total = tensor.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(total)
-        return total
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
-        total = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(total)
-        return total
-
-
-def all_reduce_with_gradient(tensor: torch.Tensor) -> torch.Tensor:
-    """The sum of ``tensor`` over all ranks, differentiable (the backward sums over ranks)."""
-    return _AllReduceWithGradient.apply(tensor)
-
-
-def nt_xent_across_ranks(
-    z_a: torch.Tensor, z_b: torch.Tensor, *, temperature: float, context: RankContext
-) -> torch.Tensor:
-    """NT-Xent of this rank's views against every rank's views.
-
-    Args:
-        z_a: This rank's projections of the first views, shape (n, D).
-        z_b: This rank's projections of the second views, shape (n, D).
-        temperature: The temperature of the softmax.
-        context: This rank's place in the job.
-
-    Returns:
-        The mean loss over this rank's 2n rows. The mean of this over ranks is the loss of the
-        global batch, and with ``DistributedDataParallel`` averaging the gradients, the gradient
-        is that of the global batch.
-    """
-    rows = torch.cat([z_a, z_b])
-    columns = gather_with_gradient(rows)
-    count = z_a.shape[0]
-    local = torch.arange(2 * count, device=rows.device)
-    offset = context.rank * 2 * count
-    positive_index = offset + (local + count) % (2 * count)
-    return nt_xent.nt_xent_rows(
-        rows, columns, positive_index, offset + local, temperature=temperature
-    )
-
-
-def agree_batch_size(
-    views_a: torch.Tensor, views_b: torch.Tensor, context: RankContext
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Trim this rank's batch to the smallest batch of any rank.
-
-    Unreadable images are dropped from a batch, so ranks may hold different numbers of images;
-    the gather needs the same number everywhere. A no-op for a single process.
-    """
-    if not context.distributed:
-        return views_a, views_b
-    device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-    size = torch.tensor([views_a.shape[0]], device=device)
-    dist.all_reduce(size, op=dist.ReduceOp.MIN)
-    smallest = int(size.item())
-    return views_a[:smallest], views_b[:smallest]
-
-
-def average_across_ranks(value: float, context: RankContext) -> float:
-    """The mean of a number over ranks (every rank must call it); the number itself on one."""
-    if not context.distributed:
-        return value
-    device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-    total = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return float(total.item()) / context.world_size
-
-
-def sum_across_ranks(value: int, context: RankContext) -> int:
-    """The sum of a count over ranks (every rank must call it); the count itself on one."""
-    if not context.distributed:
-        return value
-    device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-    total = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.all_reduce(total)
-    return int(total.item())
-
-
-# --------------------------------------------------------------------------------------------
-# Global batch norm and the model wrapper.
-
-
-class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """Batch norm whose training statistics are taken over the batches of all ranks.
-
-    The reference implementation, written with differentiable all-reduces so that autograd
-    derives the backward: the mean and the (biased) variance are two-pass sums over every rank's
-    samples, and the running statistics are updated as ``nn.BatchNorm`` does (unbiased
-    variance). In evaluation, or with one process, it is ordinary batch norm. Works for inputs
-    (N, C) and (N, C, ...).
-    """
-
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"expected an input of 2 or more dimensions, got {input.dim()}")
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        """Normalise (N, C, ...) with statistics over every rank's N in training."""
-        self._check_input_dim(input)
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(input)
-        dims = [0, *range(2, input.dim())]
-        shape = [1, -1] + [1] * (input.dim() - 2)
-        values = input.float()
-        count = torch.tensor([input.numel() / input.shape[1]], device=input.device)
-        sums = all_reduce_with_gradient(torch.cat([values.sum(dims), count]))
-        total = sums[-1].detach()
-        mean = sums[:-1] / total
-        centered = values - mean.view(shape)
-        variance = all_reduce_with_gradient((centered * centered).sum(dims)) / total
-        output = centered * torch.rsqrt(variance + self.eps).view(shape)
-        # A scale without a shift (the v2 head's last layer) has weight and no bias.
-        if self.weight is not None:
-            output = output * self.weight.view(shape)
-        if self.bias is not None:
-            output = output + self.bias.view(shape)
-        # With track_running_stats the three buffers exist; the checks name them for the types.
-        if (
-            self.track_running_stats
-            and self.running_mean is not None
-            and self.running_var is not None
-            and self.num_batches_tracked is not None
-        ):
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                momentum = self.momentum
-                if momentum is None:
-                    momentum = 1.0 / float(self.num_batches_tracked)
-                unbiased = variance * total / (total - 1).clamp(min=1)
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
-        return output.to(input.dtype)
-
-
-class GlobalBatchNormAct(GlobalBatchNorm):
-    """``GlobalBatchNorm`` followed by the dropout and activation of timm's ``BatchNormAct2d``."""
-
-    # Copied from the converted ``BatchNormAct2d``.
-    drop: nn.Module
-    act: nn.Module
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        """Normalise over all ranks, then apply ``drop`` and ``act``."""
-        return self.act(self.drop(super().forward(input)))
-
-
-def _convert_to_global_batch_norm(module: nn.Module) -> nn.Module:
-    converted = module
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-        module, (GlobalBatchNorm, nn.SyncBatchNorm)
-    ):
-        with_activation = hasattr(module, "act") and hasattr(module, "drop")
-        kind = GlobalBatchNormAct if with_activation else GlobalBatchNorm
-        converted = kind(
-            module.num_features,
-            module.eps,
-            module.momentum,
-            module.affine,
-            module.track_running_stats,
-        )
-        if with_activation:
-            converted.act = module.act
-            converted.drop = module.drop
-        # The same parameters and buffers, so that the optimiser and the saved file see them.
-        if module.affine:
-            converted.weight = module.weight
-            converted.bias = module.bias
-        converted.running_mean = module.running_mean
-        converted.running_var = module.running_var
-        converted.num_batches_tracked = module.num_batches_tracked
-        converted.training = module.training
-    for name, child in module.named_children():
-        if not (converted is not module and name in ("act", "drop")):
-            converted.add_module(name, _convert_to_global_batch_norm(child))
-    return converted
-
-
-def convert_sync_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
-    """Make every batch norm of ``model`` take its statistics over all ranks.
-
-    Args:
-        model: The model; its batch norm layers are replaced in place (parameters kept).
-        device: Where it trains: CUDA uses PyTorch's fused ``SyncBatchNorm`` (via timm, which
-            also handles ``BatchNormAct2d``), the CPU uses ``GlobalBatchNorm``.
-
-    Returns:
-        The model (a new object only if ``model`` itself is a batch norm).
-    """
-    if device.type == "cuda" and not _env.sync_batch_norm_reference():
-        return convert_sync_batchnorm(model)
-    return _convert_to_global_batch_norm(model)
-
-
-def prepare_model(
-    model: nn.Module, context: RankContext, *, device: torch.device, sync_batch_norm: bool
-) -> nn.Module:
-    """Wrap a model for training on several ranks; the model itself on one.
-
-    Args:
-        model: The model, already on ``device``. Its batch norm layers are converted in place
-            when ``sync_batch_norm``; save it (not the wrapper) afterwards.
-        context: This rank's place in the job.
-        device: The rank's device.
-        sync_batch_norm: Take batch norm statistics over the global batch.
-
-    Returns:
-        The module to call in the training step: ``DistributedDataParallel``, which starts from
-        rank 0's weights and averages the gradients over ranks.
-    """
-    if not context.distributed:
-        return model
-    if sync_batch_norm:
-        model = convert_sync_batch_norm(model, device)
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=[context.local_rank] if device.type == "cuda" else None
-    )

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from .._io import prepare_output
-from ..config import ExportConfig, ExportFormat
+from ..choices import ExportFormat
+from ..config import ExportConfig
 from ..errors import ExportError
 from ..model.files import load_model
 from ..model.info import file_sha256

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from ..config import Stem
+from ..choices import Stem
 from ..constants import SMALL_IMAGE_SIZE
 from ..errors import BackboneError
 

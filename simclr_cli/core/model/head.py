@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import HeadVersion
+from ..choices import HeadVersion
 
 
 class ScaleOnlyBatchNorm1d(nn.BatchNorm1d):

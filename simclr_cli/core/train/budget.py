@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 
-from ..config import Stem
+from ..choices import Stem
 
 #: Below this budget, ``--stem auto`` keeps the ImageNet stem even for small images.
 FAST_STEM_MAX_BUDGET = 3600.0

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._io import atomic_write
-from ..config import LoggerName
+from ..choices import LoggerName
 from ..errors import ConfigError
 
 #: What to install when TensorBoard is missing.

@@ -22,15 +22,9 @@ from .._amp import StepOutcome, create_grad_scaler, finish_step, scaled_backward
 from .._runtime import autocast
 from ..config import PretrainConfig
 from ..data.loader import DataWaitGauge
+from ..distributed.collectives import agree_batch_size, nt_xent_across_ranks, sum_across_ranks
 from ..distributed.launcher import launch_pretrain
-from ..distributed.ranks import (
-    SINGLE_PROCESS,
-    RankContext,
-    agree_batch_size,
-    join_job,
-    nt_xent_across_ranks,
-    sum_across_ranks,
-)
+from ..distributed.ranks import SINGLE_PROCESS, RankContext, join_job
 from ..errors import DataError
 from ..loss.grad_cache import cached_contrastive_loss
 from ..loss.nt_xent import nt_xent_loss

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..config import LRScaling, OptimizerName
+from ..choices import LRScaling, OptimizerName
 
 #: Base learning rate of each optimiser for each scaling, before scaling with the batch size:
 #: the peak is base * batch / 256 (linear) or base * sqrt(batch) (sqrt), as the paper's flags mean

@@ -20,7 +20,8 @@ from .._io import format_duration
 from .._runtime import resolve_device, resolve_precision, use_channels_last
 from .._threads import default_workers, planned_threads
 from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
-from ..config import CacheMode, Precision, Preset, PretrainConfig, Stem, config_to_dict
+from ..choices import CacheMode, Precision, Preset, Stem
+from ..config import PretrainConfig, config_to_dict
 from ..data.checks import BadImage, describe_bad_images, refuse_bad_images, scan_images
 from ..data.files import find_images
 from ..data.loader import cache_budget_bytes

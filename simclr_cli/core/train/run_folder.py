@@ -1,6 +1,6 @@
 """The run folder of ``simclr pretrain``: the names of its files, and its life cycle.
 
-Every file a run writes is named here and nowhere else:
+Every file a run writes is named here (the lock in run_lock.py) and nowhere else:
 
 ==========================  ===================================================================
 ``model.safetensors``       the trained encoder, written at the end
@@ -10,7 +10,7 @@ Every file a run writes is named here and nowhere else:
 ``config.toml``             the resolved configuration and the step plan
 ``checkpoint.safetensors``  what ``--resume`` continues from
 ``skipped.txt``             the images left out as unreadable
-``.lock``                   locked while a process writes the folder
+``.lock``                   locked while a process writes the folder (run_lock.py)
 ==========================  ===================================================================
 
 The life cycle is run by rank 0 alone (the other ranks of a job wait for it, then read the
@@ -33,14 +33,8 @@ The lock is held until the ``RunFolder`` is closed, at the end of the run howeve
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
-import os
 import shutil
-import socket
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +42,7 @@ import torch.distributed as dist
 
 from .. import _io
 from .._io import atomic_write
-from ..config import LoggerName
+from ..choices import LoggerName
 from ..distributed.ranks import SINGLE_PROCESS, RankContext
 from ..errors import RunFolderError
 from .checkpoints import Checkpoint, read_checkpoint, settings_differences
@@ -62,6 +56,7 @@ from .loggers import (
     trim_csv,
     trim_jsonl,
 )
+from .run_lock import LOCK_FILE, RunLock, busy_message, lock_holder
 
 #: The trained encoder (backbone, head and metadata), written when the run ends.
 MODEL_FILE = "model.safetensors"
@@ -77,8 +72,6 @@ CONFIG_FILE = "config.toml"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 #: The images left out as unreadable, one ``path<TAB>reason`` line each.
 SKIPPED_FILE = "skipped.txt"
-#: Locked (``flock``) while a process writes the folder; says which process that is.
-LOCK_FILE = ".lock"
 
 #: The files of a run: what ``--force`` removes before starting again, and nothing else.
 RUN_FILES = (
@@ -90,127 +83,6 @@ RUN_FILES = (
     CHECKPOINT_FILE,
     SKIPPED_FILE,
 )
-
-#: How flock says that another open file holds the lock.
-_BUSY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
-#: How flock says that the file system has no locks (some network mounts): the run goes on.
-_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
-
-
-# The lock.
-
-
-class RunLock:
-    """An exclusive ``flock`` on ``RUN/.lock``, held by the process that writes the folder.
-
-    The file records who holds it (pid, host, since when) for the message that refuses a second
-    process. ``release`` removes it; a process that dies leaves the file but not the lock.
-
-    Args:
-        folder: The run folder (it must exist).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-        self.path = self.folder / LOCK_FILE
-        self._descriptor: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock and record this process in the file.
-
-        Raises:
-            RunFolderError: When another process holds the lock, or the file cannot be opened.
-        """
-        # A holder removes the file as it lets go: a lock taken on the file it removed guards
-        # nothing, so the lock counts only when the path still names the locked file.
-        for _ in range(10):
-            try:
-                descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as error:
-                raise RunFolderError(
-                    f"cannot write run folder {self.folder} ({error.strerror})"
-                ) from None
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as error:
-                holder = _read_holder(descriptor)
-                os.close(descriptor)
-                if error.errno in _NO_LOCKS:
-                    return
-                if error.errno in _BUSY:
-                    raise RunFolderError(busy_message(self.folder, holder)) from None
-                raise RunFolderError(
-                    f"cannot lock run folder {self.folder} ({error.strerror})"
-                ) from None
-            if _names(self.path, descriptor):
-                break
-            os.close(descriptor)
-        else:
-            raise RunFolderError(f"cannot lock run folder {self.folder}; try again")
-        record = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": datetime.now().astimezone().isoformat(sep=" ", timespec="seconds"),
-        }
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, (json.dumps(record) + "\n").encode(), 0)
-        self._descriptor = descriptor
-
-    def release(self) -> None:
-        """Remove the file and let go of the lock (nothing happens when it is not held)."""
-        descriptor, self._descriptor = self._descriptor, None
-        if descriptor is None:
-            return
-        try:
-            if _names(self.path, descriptor):
-                self.path.unlink()
-        finally:
-            os.close(descriptor)
-
-
-def lock_holder(folder: Path) -> str | None:
-    """Who holds the lock of ``folder`` (as in ``busy_message``), or None; creates nothing."""
-    try:
-        descriptor = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        return _read_holder(descriptor) if error.errno in _BUSY else None
-    else:
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(descriptor)
-
-
-def busy_message(folder: Path, holder: str) -> str:
-    """The one line that refuses a run folder another process is writing."""
-    return (
-        f"run folder {folder} is being written by {holder}; wait for that run to end, or "
-        "choose another --out"
-    )
-
-
-def _read_holder(descriptor: int) -> str:
-    try:
-        record = json.loads(os.pread(descriptor, 4096, 0).decode())
-        return f"pid {int(record['pid'])} on {record['host']} since {record['since']}"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        # The holder has not written its record yet.
-        return "another process"
-
-
-def _names(path: Path, descriptor: int) -> bool:
-    """Whether ``path`` still names the file open as ``descriptor``."""
-    try:
-        return os.path.samestat(os.stat(path), os.fstat(descriptor))
-    except OSError:
-        return False
-
-
-# The life cycle.
 
 
 class RunFolder:

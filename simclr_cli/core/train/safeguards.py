@@ -28,7 +28,8 @@ import torch
 
 from .._amp import StepOutcome, parameters_are_finite, step_outcome
 from .._io import CheckpointInterval, parse_interval
-from ..config import BadImagePolicy, PretrainConfig
+from ..choices import BadImagePolicy
+from ..config import PretrainConfig
 from ..data.checks import BadImage, SkippedImages
 from ..data.sampler import ResumableRandomSampler
 from ..errors import DiskFullError, RunInterrupted, TrainingDivergedError

@@ -21,7 +21,9 @@ from ..config import PretrainConfig
 from ..constants import DEFAULT_MEAN, DEFAULT_STD
 from ..data.loader import DataWaitGauge, TrainImageLoader
 from ..data.sampler import ResumableRandomSampler
-from ..distributed.ranks import RankContext, average_across_ranks, prepare_model
+from ..distributed.batch_norm import prepare_model
+from ..distributed.collectives import average_across_ranks
+from ..distributed.ranks import RankContext
 from ..model.simclr import SimCLRModel, create_simclr_model
 from ..progress import ProgressCallback
 from .monitor import KnnMonitor

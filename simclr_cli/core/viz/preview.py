@@ -25,7 +25,8 @@ import torch
 from ..augment.batched import BatchAugmenter
 from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
 from ..augment.reference import ViewParams
-from ..config import Preset, VisualizeConfig
+from ..choices import Preset
+from ..config import VisualizeConfig
 from ..constants import COLOR_STRENGTH_RANGE, DEFAULT_MEAN, DEFAULT_STD
 from ..data.files import find_images
 from ..data.loader import decode_for_training, source_side_bound, stack_images

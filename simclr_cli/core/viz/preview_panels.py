@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..augment.reference import ViewParams
-from ..config import Preset
+from ..choices import Preset
 from .preview import AugmentedPair
 
 #: Colours of view A's and view B's crop boxes and labels (PNG and 24-bit terminal).

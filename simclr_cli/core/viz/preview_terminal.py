@@ -13,7 +13,7 @@ from typing import TextIO
 
 from PIL import Image
 
-from ..config import Preset, Protocol
+from ..choices import Preset, Protocol
 from ..errors import DataError, DisplayError
 from . import terminal
 from .interactive import CLEAR, run_key_loop

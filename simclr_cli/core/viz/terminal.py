@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image
 
-from ..config import Protocol
+from ..choices import Protocol
 
 ESC = "\x1b"
 #: Resets all colours and attributes.

@@ -16,7 +16,8 @@ from simclr_cli.core.augment.recipe import (
     resolve_preset,
 )
 from simclr_cli.core.augment.reference import ViewTransform, sample_view_params
-from simclr_cli.core.config import Preset, PretrainConfig, VisualizeConfig
+from simclr_cli.core.choices import Preset
+from simclr_cli.core.config import PretrainConfig, VisualizeConfig
 from simclr_cli.core.constants import COLOR_STRENGTH_RANGE
 from simclr_cli.core.errors import ConfigError
 

@@ -13,12 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from simclr_cli.core.config import PretrainConfig
 from simclr_cli.core.distributed import ranks as distributed
-from simclr_cli.core.distributed.ranks import (
-    RankContext,
-    average_across_ranks,
-    plan_processes,
-    prepare_model,
-)
+from simclr_cli.core.distributed.batch_norm import prepare_model
+from simclr_cli.core.distributed.collectives import average_across_ranks
+from simclr_cli.core.distributed.ranks import RankContext, plan_processes
 from simclr_cli.core.errors import ConfigError
 from simclr_cli.core.model.simclr import create_simclr_model
 from simclr_cli.core.train.loop import contrastive_step

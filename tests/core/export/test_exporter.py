@@ -13,7 +13,8 @@ import timm
 import torch
 from PIL import Image
 
-from simclr_cli.core.config import ExportConfig, ExportFormat
+from simclr_cli.core.choices import ExportFormat
+from simclr_cli.core.config import ExportConfig
 from simclr_cli.core.errors import (
     ConfigError,
     ExportError,

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from simclr_cli.core.config import Stem
+from simclr_cli.core.choices import Stem
 from simclr_cli.core.errors import BackboneError
 from simclr_cli.core.model.backbone import create_backbone, plan_stem, resolve_stem
 

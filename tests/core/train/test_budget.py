@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simclr_cli.core.config import Stem
+from simclr_cli.core.choices import Stem
 from simclr_cli.core.train.budget import TimeBudget, budget_stem
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from simclr_cli.core.config import LRScaling, OptimizerName
+from simclr_cli.core.choices import LRScaling, OptimizerName
 from simclr_cli.core.model.head import create_projection_head
 from simclr_cli.core.schedule import learning_rate_at
 from simclr_cli.core.train.optimizers import (

@@ -11,7 +11,7 @@ import torch
 
 from simclr_cli.core._runtime import resolve_precision
 from simclr_cli.core._threads import default_workers
-from simclr_cli.core.config import CacheMode, Precision, Preset, Stem
+from simclr_cli.core.choices import CacheMode, Precision, Preset, Stem
 from simclr_cli.core.errors import ConfigError, DataError, UsageError
 from simclr_cli.core.progress import ProgressEvent
 from simclr_cli.core.train.loop import pretrain

@@ -17,17 +17,12 @@ import torch
 from simclr_cli.core.distributed.ranks import RankContext
 from simclr_cli.core.errors import RunFolderError
 from simclr_cli.core.model.simclr import create_simclr_model
-from simclr_cli.core.train import run_folder
+from simclr_cli.core.train import run_folder, run_lock
 from simclr_cli.core.train.checkpoints import TrainingPosition, save_checkpoint
 from simclr_cli.core.train.loop import pretrain
 from simclr_cli.core.train.optimizers import create_optimizer
-from simclr_cli.core.train.run_folder import (
-    LOCK_FILE,
-    RUN_FILES,
-    RunLock,
-    find_resumable_checkpoint,
-    open_run_folder,
-)
+from simclr_cli.core.train.run_folder import RUN_FILES, find_resumable_checkpoint, open_run_folder
+from simclr_cli.core.train.run_lock import LOCK_FILE, RunLock
 from tests.conftest import tiny_config
 from tests.core.train.test_loggers import read_csv, read_tensorboard
 
@@ -38,7 +33,7 @@ TABLES = {"pretrain": {"seed": 0}}
 #: Holds the lock of the folder in argv[1] until killed; says "locked" once it holds it.
 HOLD_THE_LOCK = """
 import sys, time
-from simclr_cli.core.train.run_folder import RunLock
+from simclr_cli.core.train.run_lock import RunLock
 RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(600)
@@ -187,7 +182,7 @@ def test_run_lock__second_process_is_refused_naming_the_first(lock_holder):
     message = str(refused.value)
     assert "\n" not in message and f"pid {process.pid} on {socket.gethostname()} since" in message
     assert f"run folder {folder} is being written by" in message
-    assert run_folder.lock_holder(folder) is not None
+    assert run_lock.lock_holder(folder) is not None
     with pytest.raises(RunFolderError, match=f"pid {process.pid}"):
         run_folder.refuse_early(folder, force=False, resume=True)
 
@@ -196,7 +191,7 @@ def test_run_lock__a_killed_holder_leaves_no_stale_lock(lock_holder):
     process, folder = lock_holder
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert (folder / LOCK_FILE).exists() and run_folder.lock_holder(folder) is None
+    assert (folder / LOCK_FILE).exists() and run_lock.lock_holder(folder) is None
     lock = RunLock(folder)
     lock.acquire()
     record = json.loads((folder / LOCK_FILE).read_text())

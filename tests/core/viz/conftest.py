@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from simclr_cli.core.augment.reference import ViewParams, apply_view_params
-from simclr_cli.core.config import Preset, VisualizeConfig
+from simclr_cli.core.choices import Preset
+from simclr_cli.core.config import VisualizeConfig
 from simclr_cli.core.viz.preview import (
     AugmentationPreview,
     AugmentationSettings,

@@ -10,7 +10,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from simclr_cli.core.augment.batched import BatchAugmenter
-from simclr_cli.core.config import Preset, VisualizeConfig
+from simclr_cli.core.choices import Preset
+from simclr_cli.core.config import VisualizeConfig
 from simclr_cli.core.constants import DEFAULT_MEAN, DEFAULT_STD
 from simclr_cli.core.data.loader import TrainImageLoader, decode_for_training, stack_images
 from simclr_cli.core.errors import DataError, ImageDecodeError, ModelFileError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from simclr_cli.core.augment.reference import ViewParams
-from simclr_cli.core.config import Preset
+from simclr_cli.core.choices import Preset
 from simclr_cli.core.viz.preview_panels import (
     BOX_COLORS,
     flow,

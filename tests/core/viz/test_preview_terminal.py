@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simclr_cli.core.config import Preset, Protocol
+from simclr_cli.core.choices import Preset, Protocol
 from simclr_cli.core.errors import DisplayError
 from simclr_cli.core.viz.preview_panels import BOX_COLORS
 from simclr_cli.core.viz.preview_terminal import (

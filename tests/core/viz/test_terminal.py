@@ -9,7 +9,7 @@ import re
 import pytest
 from PIL import Image
 
-from simclr_cli.core.config import Protocol
+from simclr_cli.core.choices import Protocol
 from simclr_cli.core.viz.terminal import (
     KITTY_CHUNK,
     detect_protocol,
