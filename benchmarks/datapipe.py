@@ -27,7 +27,7 @@ from PIL import Image
 
 from simclr_cli.core.augment.batched import BatchAugmenter
 from simclr_cli.core.augment.reference import ViewTransform
-from simclr_cli.core.data.loader import decode_for_training
+from simclr_cli.core.data.decode import decode_for_training
 
 DATA = Path(__file__).resolve().parents[1] / "../shared/datasets/cifar10/train"
 #: The clock of every timing: wall time by default; ``--clock cpu`` takes the process's CPU time

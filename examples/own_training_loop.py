@@ -39,7 +39,7 @@ from simclr_cli import (
     create_view_transform,
     nt_xent_loss,
 )
-from simclr_cli.core.data.loader import stack_images
+from simclr_cli.core.data.decode import stack_images
 from simclr_cli.core.data.synthetic import generate_shapes_dataset
 
 

@@ -61,7 +61,7 @@ def apply_batch_view_params(
 
     Args:
         images: uint8 (N, 3, H, W) source images, on the device to compute on. Smaller images
-            are edge-padded at the bottom and right (``data.loader.stack_images``).
+            are edge-padded at the bottom and right (``data.decode.stack_images``).
         params: One row per view (V rows).
         image_size: Side S of the views.
         sources: int64 (V,): the image each view is cut from; ``arange(V)`` when None.

@@ -7,14 +7,11 @@ augmentation of ``augment/batched.py``, on the training device. With ``--cache a
 ``ram``) the decoded images are kept in RAM during the first epoch, and later epochs gather
 their batches from memory with no file I/O and no decode.
 
-Images are stored with their short side at most ``source_side_bound(image_size)``
-(``SOURCE_SIDE_FACTOR`` x the view size): enough that a full-image crop is never up-sampled,
-small enough that CIFAR-10's 45,000 images at 32 px take 138 MB.
+The decoding itself, and the bound on the size of the stored images, are in decode.py.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +19,6 @@ from pathlib import Path
 from typing import cast
 
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .. import _env
@@ -32,69 +27,13 @@ from ..choices import CacheMode
 from ..errors import ImageDecodeError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checks import BadImage
-from .files import load_rgb
+from .decode import decode_for_training, source_side_bound, stack_images
 from .sampler import ResumableRandomSampler
 
-#: Stored images keep their short side at most this multiple of the view size.
-SOURCE_SIDE_FACTOR = 1.5
 #: Share of the available memory that ``--cache auto`` may fill.
 CACHE_MEMORY_SHARE = 0.5
 #: Share of step time spent waiting for data above which the run prints a hint.
 DATA_WAIT_HINT_SHARE = 0.2
-
-
-def source_side_bound(image_size: int) -> int:
-    """Largest short side a decoded training image is kept at (48 at 32 px, 336 at 224 px)."""
-    return max(image_size, math.ceil(SOURCE_SIDE_FACTOR * image_size))
-
-
-def decode_for_training(path: Path, *, max_short_side: int) -> torch.Tensor:
-    """Decode an image as uint8 RGB with its short side at most ``max_short_side``.
-
-    JPEGs are decoded in draft mode: libjpeg's DCT scaling (1/2, 1/4, 1/8) picks the smallest
-    scale whose short side is still at least ``max_short_side``, which is several times faster
-    than decoding in full and resizing. What is left is resized with Pillow's antialiased
-    bilinear filter. Other formats, EXIF orientation and odd modes go through ``load_rgb``.
-
-    Args:
-        path: The image file.
-        max_short_side: Bound on the short side of the result.
-
-    Returns:
-        uint8 tensor (3, H, W) with min(H, W) <= max_short_side (images already smaller are
-        kept as they are).
-
-    Raises:
-        ImageDecodeError: When the file is not an image or is damaged.
-    """
-    image = _open_draft(path, max_short_side)
-    width, height = image.size
-    short = min(width, height)
-    if short > max_short_side:
-        scale = max_short_side / short
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
-    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return array.view(image.size[1], image.size[0], 3).permute(2, 0, 1).contiguous()
-
-
-def _open_draft(path: Path, max_short_side: int) -> Image.Image:
-    # Draft mode only for plain JPEGs without an EXIF rotation; everything else takes the
-    # foundation's careful path (transparency, 16-bit, orientation).
-    try:
-        with Image.open(path) as image:
-            if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
-                orientation = image.getexif().get(0x0112, 1)
-                if orientation in (0, 1):
-                    width, height = image.size
-                    scale = max_short_side / min(width, height)
-                    if scale < 1:
-                        image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-                    image.load()
-                    return image if image.mode == "RGB" else image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        pass  # load_rgb below gives the precise message.
-    return load_rgb(path)
 
 
 @dataclass
@@ -123,24 +62,6 @@ class ImageBatch:
         """Page-locked copy, for faster transfers to the GPU (called by the DataLoader)."""
         self.images = self.images.pin_memory()
         return self
-
-
-def stack_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack uint8 images (3, h_i, w_i) into one tensor, edge-padding smaller ones.
-
-    Returns:
-        The batch (B, 3, max h, max w) and the sizes (B, 2).
-    """
-    sizes = torch.tensor([tuple(image.shape[-2:]) for image in images], dtype=torch.int64)
-    height, width = (int(v) for v in sizes.max(dim=0).values) if len(images) else (0, 0)
-    if all(tuple(image.shape[-2:]) == (height, width) for image in images):
-        return torch.stack(list(images)), sizes
-    batch = torch.empty(len(images), 3, height, width, dtype=torch.uint8)
-    for row, image in enumerate(images):
-        pad = (0, width - image.shape[-1], 0, height - image.shape[-2])
-        # Replicate padding is not implemented for uint8; pad in float and round back exactly.
-        batch[row] = F.pad(image[None].float(), pad, mode="replicate")[0].to(torch.uint8)
-    return batch, sizes
 
 
 class DecodedImageDataset(Dataset):

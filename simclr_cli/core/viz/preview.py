@@ -1,7 +1,7 @@
 """``visualize-aug``: the two views training would make of some images, with their parameters.
 
 Before hours of compute, a user looks at what the network will see. The preview takes the path
-training takes: each image is decoded by the training decoder (``data.loader.decode_for_training``,
+training takes: each image is decoded by the training decoder (``data.decode.decode_for_training``,
 short side at most ``source_side_bound(image_size)``, the tensor the RAM cache keeps), stacked
 into a batch of one (``stack_images``, as the loader's collate does) and augmented by
 ``BatchAugmenter``, the object the training loop calls, with a generator of its own seeded per
@@ -28,8 +28,8 @@ from ..augment.reference import ViewParams
 from ..choices import Preset
 from ..config import VisualizeConfig
 from ..constants import COLOR_STRENGTH_RANGE, DEFAULT_MEAN, DEFAULT_STD
+from ..data.decode import decode_for_training, source_side_bound, stack_images
 from ..data.files import find_images
-from ..data.loader import decode_for_training, source_side_bound, stack_images
 from ..errors import DataError, ImageDecodeError, ModelFileError
 from ..model.files import read_header, read_metadata
 

@@ -13,7 +13,8 @@ from simclr_cli.core.augment.batched import BatchAugmenter
 from simclr_cli.core.choices import Preset
 from simclr_cli.core.config import VisualizeConfig
 from simclr_cli.core.constants import DEFAULT_MEAN, DEFAULT_STD
-from simclr_cli.core.data.loader import TrainImageLoader, decode_for_training, stack_images
+from simclr_cli.core.data.decode import decode_for_training, stack_images
+from simclr_cli.core.data.loader import TrainImageLoader
 from simclr_cli.core.errors import DataError, ImageDecodeError, ModelFileError
 from simclr_cli.core.model.files import read_header
 from simclr_cli.core.viz.preview import draw_pair, resolve_settings, unnormalize
