@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .._amp import StepOutcome, parameters_are_finite, step_outcome
+from .._amp import StepOutcome, step_outcome
 from .._io import CheckpointInterval, parse_interval
 from ..choices import BadImagePolicy
 from ..config import PretrainConfig
@@ -47,7 +47,7 @@ from .signals import StopSignals, name_of
 #: Non-finite steps in a row after which the run stops as diverged.
 MAX_NONFINITE_IN_ROW = 5
 
-__all__ = ["MAX_NONFINITE_IN_ROW", "RunGuard", "create_run_guard", "parameters_are_finite"]
+__all__ = ["MAX_NONFINITE_IN_ROW", "RunGuard", "create_run_guard"]
 
 
 class RunGuard:

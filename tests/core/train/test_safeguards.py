@@ -16,6 +16,7 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
+from simclr_cli.core._amp import parameters_are_finite
 from simclr_cli.core.errors import DiskFullError, RunInterrupted, TrainingDivergedError
 from simclr_cli.core.model import files as model_files
 from simclr_cli.core.progress import ProgressEvent
@@ -23,7 +24,7 @@ from simclr_cli.core.train import loop as train_module
 from simclr_cli.core.train import safeguards
 from simclr_cli.core.train.checkpoints import read_checkpoint
 from simclr_cli.core.train.loop import pretrain
-from simclr_cli.core.train.safeguards import MAX_NONFINITE_IN_ROW, parameters_are_finite
+from simclr_cli.core.train.safeguards import MAX_NONFINITE_IN_ROW
 from simclr_cli.core.train.signals import StopSignals
 from tests.conftest import tiny_config
 
