@@ -14,6 +14,7 @@ from . import info as info_cli
 from . import report as report_cli
 from ._config import ConfigurableGroup
 from ._errors import ReportingCommand
+from ._started import mark_process_start
 
 app = typer.Typer(
     name="simclr",
@@ -66,4 +67,5 @@ def main_options(
 
 def main() -> None:
     """Console-script entry point."""
+    mark_process_start()
     app()

@@ -25,6 +25,7 @@ from ..core.choices import (
     Stem,
 )
 from ..core.config import PretrainConfig
+from ..core.constants import DEFAULT_BATCH_SIZE
 from ..core.distributed.ranks import is_main_process
 from ..core.errors import RunInterrupted
 from ..core.progress import ProgressCallback, ProgressEvent
@@ -36,7 +37,6 @@ from ._options import (
     SMALL_IMAGE_TEXT,
     STRENGTH_DEFAULTS_TEXT,
     STRENGTH_RANGE_TEXT,
-    BatchSizeOption,
     DeviceOption,
     ImageSizeOption,
     JsonOption,
@@ -46,6 +46,7 @@ from ._options import (
     default_of,
 )
 from ._progress import create_progress
+from ._started import command_started_at
 
 MODEL = "Model"
 AUGMENT = "Augmentation"
@@ -228,7 +229,16 @@ def pretrain_command(
             help="Stop after this many steps (overrides --epochs).", rich_help_panel=OPTIMISE
         ),
     ] = default_of(PretrainConfig, "max_steps"),
-    batch_size: BatchSizeOption = default_of(PretrainConfig, "batch_size"),
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help=f"Images per step, over all processes [default: {DEFAULT_BATCH_SIZE}, or the "
+            "largest batch a smaller folder fills].",
+            show_default=False,
+            rich_help_panel=OPTIMISE,
+        ),
+    ] = default_of(PretrainConfig, "batch_size"),
     accumulate: Annotated[
         int,
         typer.Option(
@@ -416,6 +426,7 @@ def pretrain_command(
         cache=cache,
         compile=compile_model,
         loggers=list(loggers),
+        started_at=command_started_at(),
     )
     # Under torchrun every rank runs this command; rank 0 alone draws and prints. The plan table
     # comes first, with the progress display: --quiet and --json hide both.

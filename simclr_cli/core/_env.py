@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from .errors import ConfigError
@@ -45,6 +46,12 @@ CACHE_BUDGET = Switch(
     "Bytes that --cache auto may fill with decoded training images.",
     "half the available memory",
     "a number of bytes, such as 2e9",
+)
+CACHE_DIR = Switch(
+    "SIMCLR_CACHE_DIR",
+    "Folder for what later runs reuse: measured speed settings, file indexes.",
+    "$XDG_CACHE_HOME/simclr, else ~/.cache/simclr",
+    "an absolute folder path (or one under ~)",
 )
 CHANNELS_LAST = Switch(
     "SIMCLR_CHANNELS_LAST",
@@ -92,6 +99,7 @@ THREADS = Switch(
 #: Every switch, in the order of their names.
 SWITCHES: tuple[Switch, ...] = (
     CACHE_BUDGET,
+    CACHE_DIR,
     CHANNELS_LAST,
     COLLECTIVE_TIMEOUT,
     DEBUG,
@@ -145,6 +153,19 @@ def cache_budget_bytes() -> int | None:
     if number is not None and number < 0:
         raise _refuse(CACHE_BUDGET, _text(CACHE_BUDGET))
     return None if number is None else int(number)
+
+
+def cache_dir() -> Path:
+    """``SIMCLR_CACHE_DIR``: the cache folder (created by whoever writes into it)."""
+    value = _text(CACHE_DIR)
+    if value:
+        # Relative paths would scatter caches over whatever folders commands are run from.
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            raise _refuse(CACHE_DIR, value)
+        return path
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "simclr"
 
 
 def channels_last() -> bool | None:
@@ -224,6 +245,7 @@ def check_all() -> None:
     """
     for read in (
         cache_budget_bytes,
+        cache_dir,
         channels_last,
         collective_timeout_seconds,
         debug,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -80,6 +82,31 @@ def use_channels_last(precision: Precision, device: torch.device) -> bool:
     if device.type == "cuda":
         return precision is not Precision.fp32
     return device.type == "cpu" and precision is Precision.bf16
+
+
+def process_age_seconds() -> float | None:
+    """Seconds since this process started, from ``/proc`` (None where that cannot be read).
+
+    ``--time-budget`` bounds the whole command, Python's start-up and the imports included, so its
+    clock starts when the process did rather than when ``pretrain`` is called (measured here:
+    about 3 s of start-up before the first line of the command runs).
+    """
+    try:
+        with open("/proc/self/stat") as stat_file:
+            # The command name (field 2) may hold spaces; the fields after it are plain.
+            fields = stat_file.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as uptime_file:
+            uptime = float(uptime_file.read().split()[0])
+        started_ticks = int(fields[19])  # Field 22, starttime, in clock ticks after boot.
+        ticks_per_second = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - started_ticks / ticks_per_second)
+
+
+def process_started_at() -> float:
+    """When this process started, as ``time.time()`` (now, where ``/proc`` cannot tell)."""
+    return time.time() - (process_age_seconds() or 0.0)
 
 
 def seed_everything(seed: int) -> None:

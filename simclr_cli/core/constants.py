@@ -19,3 +19,7 @@ SMALL_IMAGE_SIZE = 64
 #: Range of the colour strength s. The hue shift is drawn from [-0.2 s, 0.2 s] and must stay
 #: within torchvision's [-0.5, 0.5], hence 2.5.
 COLOR_STRENGTH_RANGE = (0.0, 2.5)
+
+#: The global batch of ``pretrain`` when ``--batch-size`` is not given (a folder with fewer images
+#: trains with the largest batch it fills).
+DEFAULT_BATCH_SIZE = 256

@@ -87,6 +87,7 @@ def run_demo(*, config: DemoConfig, progress: ProgressCallback = null_progress) 
     Returns:
         The pretraining result and both accuracies.
     """
+    config.validate()
     out = Path(config.out)
     data = out / "data"
     if data.exists():
@@ -114,6 +115,7 @@ def run_demo(*, config: DemoConfig, progress: ProgressCallback = null_progress) 
             image_size=config.image_size,
             batch_size=config.batch_size,
             max_steps=config.max_steps,
+            time_budget=config.time_budget,
             temperature=config.temperature,
             seed=config.seed,
             force=True,

@@ -40,3 +40,21 @@ def test_demo__json_gives_both_results(tmp_path: Path, monkeypatch: pytest.Monke
     data = json.loads(result.output)
     assert set(data) >= {"pretrained", "random_init", "num_train", "num_val", "classes"}
     assert 0.0 <= data["pretrained"]["top1"] <= 1.0 and data["pretrain"]["steps"] == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "budget", "steps"),
+    [([], 90.0, None), (["--steps", "7"], None, 7), (["--time-budget", "30s"], 30.0, None)],
+)
+def test_demo__time_budget_by_default_steps_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], budget, steps
+):
+    seen = {}
+
+    def record(*, config, progress):
+        seen["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr(demo_command, "run_demo", record)
+    runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), *flags])
+    assert seen["config"].time_budget == budget and seen["config"].max_steps == steps

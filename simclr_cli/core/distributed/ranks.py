@@ -175,7 +175,7 @@ def plan_processes(config: PretrainConfig) -> ProcessPlan:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     else:
         world_size = count
-    if config.batch_size % world_size:
+    if config.batch_size is not None and config.batch_size % world_size:
         lower = config.batch_size // world_size * world_size
         choices = f"{lower} or {lower + world_size}" if lower else str(world_size)
         raise ConfigError(

@@ -41,6 +41,7 @@ from .setup import (
     build_model,
     build_monitor,
     build_optimizer,
+    choose_speed,
     use_planned_threads,
 )
 
@@ -170,14 +171,21 @@ def _pretrain(
     # written; a time budget starts first, so that the checks count against it.
     budget = None
     if config.time_budget:
-        budget = TimeBudget(config.time_budget, max_steps=config.max_steps)
+        # The command line passes its process's start; a Python caller's budget starts now.
+        elapsed = 0.0 if config.started_at is None else max(0.0, time.time() - config.started_at)
+        budget = TimeBudget(config.time_budget, elapsed=elapsed, max_steps=config.max_steps)
     plan = plan_run(config=config)
+    # From here on the batch is the planned one (--batch-size, or what the data fills).
+    flags, config = config, dataclasses.replace(config, batch_size=plan.batch_size)
 
     # Several processes: start them now that the input is known to be good (rank 0's result
     # comes back), or join the job this process is a rank of. Only rank 0 writes and reports.
     if plan.processes.launch:
         refuse_early(config.out, force=config.force, resume=config.resume)
         processes = plan.processes.processes
+        if budget is not None:
+            # The ranks' budget counts from this command's start, not from theirs.
+            config = dataclasses.replace(config, started_at=time.time() - budget.elapsed())
         return launch_pretrain(pretrain, config=config, progress=progress, processes=processes)
     context = join_job(plan.processes)
     if not context.is_main:
@@ -186,6 +194,9 @@ def _pretrain(
 
     # Build from the plan: model (seeded), optimiser, online kNN monitor, loader and augmenter.
     model, network = build_model(config, plan)
+    # Precision and memory format by measurement on this machine, or from its cache (see
+    # calibrate.py); before the optimiser and the loss scaler depend on them.
+    plan = choose_speed(config, plan, model)
     optimizer = build_optimizer(config, plan, model)
     monitor = build_monitor(config, plan, model)
     data = build_data(config, plan, progress=progress)
@@ -212,7 +223,7 @@ def _pretrain(
     )
     run_dir, checkpoint = run.path, run.checkpoint
     # The plan, saved, is shown once the run is sure to start (a failing run prints one line).
-    progress(ProgressEvent("plan", "pretrain", rows=plan_rows(plan, config)))
+    progress(ProgressEvent("plan", "pretrain", rows=plan_rows(plan, flags)))
     # Checkpoints, resume, stop signals, non-finite steps and bad images (see safeguards.py).
     guard = create_run_guard(
         config=config,
@@ -240,7 +251,7 @@ def _pretrain(
     skipped = position.skipped_images if checkpoint else len(plan.bad_images)
     started = time.perf_counter()
     window = MetricsWindow(
-        gauge=gauge, context=context, steps_per_epoch=max(1, plan.num_images // config.batch_size)
+        gauge=gauge, context=context, steps_per_epoch=max(1, plan.num_images // plan.batch_size)
     )
     guard.install()
     try:
@@ -289,7 +300,7 @@ def _pretrain(
                     total_steps = budget.plan(step, total_steps)
                     warmup_steps = plan_warmup(
                         total_steps=total_steps,
-                        steps_per_epoch=plan.num_images // config.batch_size,
+                        steps_per_epoch=plan.num_images // plan.batch_size,
                         warmup_epochs=config.warmup_epochs,
                         warmup_fraction=config.warmup_fraction,
                     )
@@ -300,6 +311,8 @@ def _pretrain(
                         model.backbone, step=step, autocast_context=autocast(precision, device)
                     )
                     logger.log(evaluation)
+                    if budget is not None:
+                        budget.note_evaluation(monitor.last_seconds)
                 window.images += views_a.shape[0] * context.world_size
                 # Log a record every log_every steps and at the end; report progress every step.
                 record = {}
@@ -319,8 +332,15 @@ def _pretrain(
                     )
                     if hint:
                         progress(ProgressEvent("message", "pretrain", text=hint))
-                # Checkpoint when due and at the end; stop here after SIGINT/SIGTERM.
+                # Checkpoint when due and at the end; stop here after SIGINT/SIGTERM. A budgeted
+                # run also writes one after its first step, so that the final checkpoint and the
+                # model file are planned from a measured time.
                 guard.after_step(step=step, epoch=epoch, images_seen=images_seen, skipped=skipped)
+                if budget is not None:
+                    if guard.save_seconds is None:
+                        guard.save(announce=False)
+                        budget.leave_out(guard.save_seconds or 0.0)
+                    budget.note_checkpoint(guard.save_seconds or 0.0)
                 if step >= total_steps:
                     break
             if step == steps_before_epoch:

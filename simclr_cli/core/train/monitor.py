@@ -76,6 +76,7 @@ class KnnMonitor:
         self.temperature = temperature
         self.max_overhead = max_overhead
         self.eval_seconds = 0.0
+        self.last_seconds = 0.0
         self.started = time.perf_counter()
         self.latest: dict[str, float] = {}
 
@@ -112,6 +113,7 @@ class KnnMonitor:
         )
         seconds = time.perf_counter() - started
         self.eval_seconds += seconds
+        self.last_seconds = seconds
         self.latest = {
             "knn_top1": round(topk_accuracy(votes.cpu(), self.labels, 1), 4),
             "knn_top5": round(topk_accuracy(votes.cpu(), self.labels, 5), 4),

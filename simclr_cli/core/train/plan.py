@@ -22,6 +22,7 @@ from .._threads import default_workers, planned_threads
 from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
 from ..choices import CacheMode, Precision, Preset, Stem
 from ..config import PretrainConfig, config_to_dict
+from ..constants import DEFAULT_BATCH_SIZE
 from ..data.checks import BadImage, describe_bad_images, refuse_bad_images, scan_images
 from ..data.files import find_images
 from ..data.loader import cache_budget_bytes
@@ -36,6 +37,7 @@ from ..distributed.ranks import (
 from ..errors import DataError, UsageError
 from ..model.backbone import plan_stem
 from .budget import budget_stem
+from .calibrate import Calibration
 from .loggers import check_loggers
 from .optimizers import DEFAULT_WEIGHT_DECAY, scaled_learning_rate
 
@@ -52,6 +54,8 @@ class RunPlan:
         bad_images: Files the scan found unusable (skipped and listed, or refused).
         processes: How the run is spread over processes (``plan_processes``).
         context: This process's place in the job (``SINGLE_PROCESS`` outside one).
+        batch_size: The global batch: ``--batch-size``, else the default or what the data fills.
+        batch_fitted: Whether the batch was lowered to fit a folder smaller than the default.
         batch_per_rank: Images of each step on each rank: the global batch over the world size.
         device: Where this process trains.
         precision: The forward pass's precision, never ``auto``.
@@ -67,12 +71,16 @@ class RunPlan:
         warmup_steps: Steps of linear warm-up.
         peak_learning_rate: The learning rate after warm-up, scaled with the batch size.
         weight_decay: The weight decay of the optimiser.
+        speed: How precision and memory format were chosen (``calibrate.py``); None until the
+            loop has decided (by measuring, from the cache, or by rule).
     """
 
     images: tuple[Path, ...] = field(repr=False)
     bad_images: tuple[BadImage, ...] = field(repr=False)
     processes: ProcessPlan
     context: RankContext
+    batch_size: int
+    batch_fitted: bool
     batch_per_rank: int
     device: torch.device
     precision: Precision
@@ -88,6 +96,7 @@ class RunPlan:
     warmup_steps: int
     peak_learning_rate: float
     weight_decay: float
+    speed: Calibration | None = None
 
     @property
     def num_images(self) -> int:
@@ -113,6 +122,7 @@ class RunPlan:
             "weight_decay": self.weight_decay,
             "num_images": self.num_images,
             "world_size": self.world_size,
+            "batch_size": self.batch_size,
             "batch_per_rank": self.batch_per_rank,
             "device": self.device.type,
             "precision": self.precision.value,
@@ -123,6 +133,7 @@ class RunPlan:
             "workers": self.workers,
             "threads": self.threads,
             "cache": self.cache.value,
+            **(self.speed.to_table() if self.speed is not None else {}),
         }
 
 
@@ -161,6 +172,43 @@ def plan_warmup(
     return round(fraction * total_steps)
 
 
+def fit_batch_size(*, requested: int | None, num_images: int, multiple: int) -> tuple[int, bool]:
+    """The global batch: ``--batch-size`` when given, else the default or what the data fills.
+
+    A folder with fewer images than the default batch trains with the largest batch it fills
+    (a multiple of the processes times ``--accumulate``, so that it splits evenly) instead of
+    being refused; only an explicit ``--batch-size`` larger than the data is an error.
+
+    Args:
+        requested: The ``--batch-size`` flag, or None.
+        num_images: Images that passed the header scan.
+        multiple: What the batch must be a multiple of (world size x accumulate).
+
+    Returns:
+        The batch and whether it was lowered to fit the data.
+
+    Raises:
+        DataError: When the data holds fewer images than an explicit batch, or too few for any
+            batch (two images per process and micro-batch).
+    """
+    if requested is not None:
+        if num_images < requested:
+            raise DataError(
+                f"the data has {num_images} images, fewer than --batch-size {requested}; lower "
+                f"--batch-size (or leave it out to fit the data) or add images"
+            )
+        return requested, False
+    if num_images >= DEFAULT_BATCH_SIZE:
+        return DEFAULT_BATCH_SIZE, False
+    fitted = num_images // multiple * multiple
+    if fitted < max(2, multiple):
+        raise DataError(
+            f"the data has {num_images} images, too few for a batch of two images per process "
+            f"and micro-batch; add images"
+        )
+    return fitted, True
+
+
 def plan_run(*, config: PretrainConfig) -> RunPlan:
     """Check a run's flags and data and resolve every ``auto`` of it.
 
@@ -191,6 +239,11 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
         )
     precision = resolve_precision(config.precision, device)
     images, bad_images = _training_images(config)
+    batch_size, batch_fitted = fit_batch_size(
+        requested=config.batch_size,
+        num_images=len(images),
+        multiple=processes.world_size * config.accumulate,
+    )
 
     # Where the batch is computed: the machine's cores are shared among the ranks on it.
     context = rank_context()
@@ -213,13 +266,13 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
     # How long and how fast: steps, warm-up and the learning rate scaled with the global batch.
     total_steps = plan_steps(
         num_images=len(images),
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         epochs=config.epochs,
         max_steps=config.max_steps,
     )
     peak_learning_rate = scaled_learning_rate(
         config.optimizer,
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         base=config.learning_rate,
         scaling=config.lr_scaling,
     )
@@ -231,7 +284,9 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
         bad_images=tuple(bad_images),
         processes=processes,
         context=context,
-        batch_per_rank=config.batch_size // processes.world_size,
+        batch_size=batch_size,
+        batch_fitted=batch_fitted,
+        batch_per_rank=batch_size // processes.world_size,
         device=device,
         precision=precision,
         channels_last=use_channels_last(precision, device),
@@ -245,7 +300,7 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
         total_steps=total_steps,
         warmup_steps=plan_warmup(
             total_steps=total_steps,
-            steps_per_epoch=len(images) // config.batch_size,
+            steps_per_epoch=len(images) // batch_size,
             warmup_epochs=config.warmup_epochs,
             warmup_fraction=config.warmup_fraction,
         ),
@@ -264,11 +319,6 @@ def _training_images(config: PretrainConfig) -> tuple[list[Path], list[BadImage]
             f"none of the images in {config.data} could be decoded "
             f"({describe_bad_images(bad_images)}); check the files"
         )
-    if len(paths) < config.batch_size:
-        raise DataError(
-            f"{config.data} has {len(paths)} images, fewer than --batch-size "
-            f"{config.batch_size}; lower --batch-size or add images"
-        )
     return paths, bad_images
 
 
@@ -281,6 +331,7 @@ def resolved_settings(config: PretrainConfig, plan: RunPlan) -> dict[str, Any]:
     settings.update(
         {
             "data": str(Path(config.data).resolve()),
+            "batch_size": plan.batch_size,
             "preset": plan.preset.value,
             "color_strength": plan.color_strength,
             "stem": plan.stem.value,
@@ -320,6 +371,19 @@ def plan_rows(plan: RunPlan, config: PretrainConfig) -> tuple[tuple[str, str, st
     if budget_stem(config.stem, config.time_budget) is not config.stem:
         stem_how = "auto: the fast stem within a time budget under 1h"
     memory_format = "channels-last" if plan.channels_last else "contiguous"
+    layout_how = _env.CHANNELS_LAST.name if channels_set else "auto"
+    speed_how = ""
+    if plan.speed is not None and plan.speed.how in ("measured", "cached"):
+        speeds = ", ".join(
+            f"{label} {ips:.0f}" for label, ips in plan.speed.images_per_second.items()
+        )
+        speed_how = f"{plan.speed.how}: {speeds} img/s"
+        if plan.speed.rejected:
+            speed_how += "; " + "; ".join(f"no {k}: {v}" for k, v in plan.speed.rejected.items())
+        if not channels_set:
+            layout_how = plan.speed.how
+    elif plan.speed is not None and config.precision is Precision.auto:
+        speed_how = f"auto, {plan.speed.how}"
     augmentation = f"{plan.preset.value}, colour strength {plan.color_strength:g}"
     cache, cache_how = plan.cache.value, ""
     if plan.cache_budget is not None:
@@ -329,11 +393,11 @@ def plan_rows(plan: RunPlan, config: PretrainConfig) -> tuple[tuple[str, str, st
     elif config.max_steps is not None:
         steps_how = "--max-steps"
     else:
-        steps_how = f"{config.epochs} epochs of {plan.num_images // config.batch_size} batches"
+        steps_how = f"{config.epochs} epochs of {plan.num_images // plan.batch_size} batches"
     workers_how = chosen(config.workers)
     if config.workers is None and plan.context.distributed:
         workers_how = "auto, per rank"
-    scaling = f"{config.lr_scaling.value} scaling to batch {config.batch_size}"
+    scaling = f"{config.lr_scaling.value} scaling to batch {plan.batch_size}"
     if config.learning_rate is not None:
         scaling = f"--lr {config.learning_rate:g}, {scaling}"
     if config.warmup_epochs is not None:
@@ -341,12 +405,16 @@ def plan_rows(plan: RunPlan, config: PretrainConfig) -> tuple[tuple[str, str, st
     else:
         fraction = config.warmup_fraction
         warmup_how = f"{DEFAULT_WARMUP_FRACTION if fraction is None else fraction:g} of the steps"
+    batch_how = chosen(config.batch_size)
+    if plan.batch_fitted:
+        batch_how = f"auto: the {plan.num_images} images fill no batch of {DEFAULT_BATCH_SIZE}"
     return (
         ("images", str(plan.num_images), skipped),
+        ("batch", str(plan.batch_size), batch_how),
         ("processes", processes, processes_how),
         ("device", plan.device.type, chosen(config.device)),
-        ("precision", plan.precision.value, chosen(config.precision)),
-        ("memory format", memory_format, _env.CHANNELS_LAST.name if channels_set else "auto"),
+        ("precision", plan.precision.value, speed_how or chosen(config.precision)),
+        ("memory format", memory_format, layout_how),
         ("stem", plan.stem.value, stem_how),
         ("augmentation", augmentation, chosen(config.preset) or chosen(config.color_strength)),
         ("workers", str(plan.workers), workers_how),

@@ -106,6 +106,7 @@ class RunGuard:
         self.progress = progress
         self.position = TrainingPosition()
         self.saved_step: int | None = None
+        self.save_seconds: float | None = None
         self.nonfinite_in_row = 0
         self.signals = StopSignals()
         self._last_save = time.monotonic()
@@ -224,16 +225,23 @@ class RunGuard:
 
     # Saving.
 
-    def save(self) -> None:
+    def save(self, *, announce: bool = True) -> None:
         """Write ``RUN/checkpoint.safetensors`` with the current position.
+
+        The time it took is kept in ``save_seconds`` (a time budget plans the last one from it).
+
+        Args:
+            announce: Report "checkpoint saved" as a progress message.
 
         Raises:
             DiskFullError: When the disk is full; the previous checkpoint is kept.
         """
+        started = time.perf_counter()
         if not self.is_main:
             # Only rank 0 writes; the other ranks hold the same weights (DDP keeps them equal).
             self.saved_step = self.position.step
             self._last_save = time.monotonic()
+            self.save_seconds = time.perf_counter() - started
             return
         with self.disk_full_hint():
             save_checkpoint(
@@ -247,7 +255,9 @@ class RunGuard:
             )
         self.saved_step = self.position.step
         self._last_save = time.monotonic()
-        self._message(f"checkpoint saved at step {self.position.step}")
+        self.save_seconds = time.perf_counter() - started
+        if announce:
+            self._message(f"checkpoint saved at step {self.position.step}")
 
     @contextlib.contextmanager
     def disk_full_hint(self) -> Iterator[None]:
@@ -346,6 +356,9 @@ def create_run_guard(
     if bad_images and not already_listed:
         text = f"{len(bad_images)} files are not images and are skipped (listed in {skipped.path})"
         progress(ProgressEvent("message", "pretrain", text=text))
+    # The loop passes the planned batch (never None): --batch-size, or what the data fills.
+    assert config.batch_size is not None, "pretrain resolves the batch before the guard"
+    batch_per_rank = config.batch_size // sampler.world_size
     return RunGuard(
         run_dir=run_dir,
         model=model,
@@ -354,8 +367,8 @@ def create_run_guard(
         loader_generator=loader_generator,
         settings=settings,
         interval=parse_interval(config.checkpoint_every),
-        batch_size=config.batch_size // sampler.world_size,
-        batches_per_epoch=sampler.share // (config.batch_size // sampler.world_size),
+        batch_size=batch_per_rank,
+        batches_per_epoch=sampler.share // batch_per_rank,
         total_steps=total_steps,
         skipped=skipped,
         progress=progress,

@@ -8,7 +8,7 @@ model is built right after seeding, and the augmentations draw from the global g
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import torch
@@ -26,6 +26,7 @@ from ..distributed.collectives import average_across_ranks
 from ..distributed.ranks import RankContext
 from ..model.simclr import SimCLRModel, create_simclr_model
 from ..progress import ProgressCallback
+from .calibrate import SpeedSetting, plan_speed
 from .monitor import KnnMonitor
 from .optimizers import create_optimizer
 from .plan import RunPlan
@@ -73,6 +74,40 @@ def build_model(config: PretrainConfig, plan: RunPlan) -> tuple[SimCLRModel, nn.
     if config.compile:
         network = cast(nn.Module, torch.compile(network))
     return model, network
+
+
+def choose_speed(config: PretrainConfig, plan: RunPlan, model: SimCLRModel) -> RunPlan:
+    """The plan with its precision and memory format measured, cached or kept (calibrate.py).
+
+    The model is converted in place when the measured memory format differs from the plan's.
+    """
+    rule = SpeedSetting(plan.precision, plan.channels_last)
+    speed = plan_speed(
+        model=model,
+        device=plan.device,
+        precision=config.precision,
+        rule=rule,
+        model_shape={
+            "backbone": config.backbone,
+            "stem": plan.stem.value,
+            "image_size": config.image_size,
+            "head": config.head.value,
+            "head_hidden_dim": config.head_hidden_dim,
+            "head_output_dim": config.head_output_dim,
+        },
+        image_size=config.image_size,
+        temperature=config.temperature,
+        threads=plan.threads,
+        world_size=plan.world_size,
+        run_seconds=config.time_budget,
+        total_steps=plan.total_steps,
+    )
+    choice = speed.choice
+    plan = replace(
+        plan, precision=choice.precision, channels_last=choice.channels_last, speed=speed
+    )
+    model.to(memory_format=plan.memory_format)
+    return plan
 
 
 def build_optimizer(

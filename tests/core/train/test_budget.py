@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from simclr_cli.core.choices import Stem
-from simclr_cli.core.train.budget import TimeBudget, budget_stem
+from simclr_cli.core.train.budget import MODEL_SAVE_SHARE, TimeBudget, budget_stem
 
 
 class FakeClock:
@@ -68,3 +68,37 @@ def test_budget_stem__short_budget_picks_the_fast_stem():
     assert budget_stem(Stem.auto, None) is Stem.auto
     assert budget_stem(Stem.auto, 7200) is Stem.auto
     assert budget_stem(Stem.cifar, 265) is Stem.cifar
+
+
+def test_time_budget__counts_from_the_given_start():
+    clock = FakeClock()
+    # The process started 10 s before the budget object (start-up, imports, the header scan).
+    budget = TimeBudget(100, clock=clock, elapsed=10.0)
+    _run(budget, clock, start_up=0.0, per_step=0.5)
+    assert clock.now <= 90 - budget.reserve + 1e-9
+    assert clock.now >= 90 - budget.reserve - 2 * 0.5
+
+
+def test_time_budget__reserve_follows_the_measured_finishing_cost():
+    budget = TimeBudget(100, clock=FakeClock())
+    before = budget.reserve
+    budget.note_checkpoint(2.0)
+    budget.note_checkpoint(1.0)  # The slowest checkpoint is planned for.
+    budget.note_evaluation(3.0)
+    # The final checkpoint, the model file (a share of a checkpoint) and the last evaluation.
+    assert budget.reserve == before + 2.0 * (1 + MODEL_SAVE_SHARE) + 3.0
+
+
+def test_time_budget__left_out_time_is_not_speed():
+    clock = FakeClock()
+    budget = TimeBudget(265, clock=clock)
+    clock.now, step = 1.0, 1
+    budget.plan(step, 10_000)
+    clock.now += 5.0  # An extra checkpoint after the first step: not a cost of every step.
+    budget.leave_out(5.0)
+    total = 10_000
+    while step < 20:
+        clock.now += 0.5
+        step += 1
+        total = budget.plan(step, total)
+    assert budget.seconds_per_step(step, clock.now) == 0.5

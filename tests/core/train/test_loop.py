@@ -158,3 +158,10 @@ def test_pretrain__accumulate_runs_micro_batches(shapes_dir: Path, tmp_path: Pat
     assert result.steps == 2 and result.images_seen == 16
     config = _io.loads((result.run_dir / "config.toml").read_text())
     assert config["pretrain"]["accumulate"] == 4
+
+
+def test_pretrain__small_folder_trains_with_a_batch_that_fits(shapes_dir: Path, tmp_path: Path):
+    # 24 images and no --batch-size: the default 256 does not fit, so the batch is all of them.
+    result = pretrain(config=tiny_config(shapes_dir, tmp_path / "run", batch_size=None))
+    plan = _io.loads((result.run_dir / "config.toml").read_text())["plan"]
+    assert plan["batch_size"] == 24 and result.images_seen == 2 * 24

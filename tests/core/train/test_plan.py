@@ -15,7 +15,13 @@ from simclr_cli.core.choices import CacheMode, Precision, Preset, Stem
 from simclr_cli.core.errors import ConfigError, DataError, UsageError
 from simclr_cli.core.progress import ProgressEvent
 from simclr_cli.core.train.loop import pretrain
-from simclr_cli.core.train.plan import plan_rows, plan_run, plan_warmup, resolved_settings
+from simclr_cli.core.train.plan import (
+    fit_batch_size,
+    plan_rows,
+    plan_run,
+    plan_warmup,
+    resolved_settings,
+)
 from tests.conftest import tiny_config
 
 try:
@@ -197,5 +203,23 @@ def test_pretrain__plan_is_the_first_event_and_saved_under_plan(shapes_dir: Path
     # The keys [plan] always had come first; then every other choice of the run.
     assert list(table)[:3] == ["total_steps", "warmup_steps", "peak_learning_rate"]
     expected = plan_run(config=tiny_config(shapes_dir, tmp_path / "other", max_steps=3))
+    # The loop adds how precision and memory format were chosen (a 3-step run: by rule).
+    assert table.pop("speed_chosen_by") == "rule (run too short to measure)"
+    assert table.pop("speed_choice") == "fp32, contiguous"
     assert table == expected.to_table()
     assert table["stem"] == "cifar" and table["device"] == "cpu" and table["num_images"] == 24
+
+
+def test_fit_batch_size__default_fits_a_small_folder():
+    assert fit_batch_size(requested=None, num_images=1000, multiple=1) == (256, False)
+    # Fewer images than the default: the largest multiple of processes x micro-batches.
+    assert fit_batch_size(requested=None, num_images=244, multiple=1) == (244, True)
+    assert fit_batch_size(requested=None, num_images=245, multiple=4) == (244, True)
+    assert fit_batch_size(requested=64, num_images=244, multiple=1) == (64, False)
+
+
+def test_fit_batch_size__explicit_batch_larger_than_data_is_refused():
+    with pytest.raises(DataError, match="fewer than --batch-size 256"):
+        fit_batch_size(requested=256, num_images=244, multiple=1)
+    with pytest.raises(DataError, match="too few"):
+        fit_batch_size(requested=None, num_images=3, multiple=4)
