@@ -330,8 +330,8 @@ def _pretrain(
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                # Forward, loss, backward, update.
-                if config.accumulate > 1:
+                # Forward, loss, backward, update (by gradient caching with micro-batches).
+                if len(views) > 1:
                     loss = cached_contrastive_step(
                         network,
                         views,
