@@ -245,7 +245,9 @@ def pretrain_command(
             metavar="K",
             help="Forward each batch in K micro-batches with gradient caching: the loss still "
             "compares all 2 x batch-size views, activation memory is that of batch-size / K, "
-            "each step costs one extra forward pass. Batch norm statistics are per micro-batch.",
+            "each step costs one extra forward pass. Batch norm statistics are per micro-batch "
+            "(of every rank, with several processes). With --gpus/--cpu-processes each "
+            "process splits its share of the batch.",
             rich_help_panel=OPTIMISE,
         ),
     ] = default_of(PretrainConfig, "accumulate"),
@@ -356,7 +358,8 @@ def pretrain_command(
         str | None,
         typer.Option(
             help="Fit the run into this wall time, saving included (265s, 10m, 1h30m); the step "
-            "count is planned from the measured speed and overrides --epochs.",
+            "count is planned from the measured speed and overrides --epochs (rank 0 plans "
+            "for every process).",
             rich_help_panel=RUN,
             show_default=False,
         ),

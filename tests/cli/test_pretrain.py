@@ -278,6 +278,20 @@ def test_pretrain__cpu_processes_train_and_save_one_model(shapes_dir: Path, tmp_
 
 
 @pytest.mark.slow
+def test_pretrain__cpu_processes_with_accumulate(shapes_dir: Path, tmp_path: Path):
+    # Gradient caching on 2 ranks: 2 micro-batches of 2 images on each, one model written.
+    out = tmp_path / "run"
+    args = ["pretrain", str(shapes_dir), "--out", str(out), *TINY, "--cpu-processes", "2"]
+    result = runner.invoke(app, [*args, "--accumulate", "2", "--log-every", "1"])
+    assert result.exit_code == 0, result.output
+    metadata = read_metadata(out / "model.safetensors")
+    assert metadata.steps == 2 and metadata.images_seen == 16
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["loss"] > 0 for line in lines)
+    assert _io.loads((out / "config.toml").read_text())["pretrain"]["accumulate"] == 2
+
+
+@pytest.mark.slow
 def test_pretrain__error_in_the_ranks_reaches_the_user(shapes_dir: Path, tmp_path: Path):
     # The backbone is built in each rank, so its error travels back from there (with --stem
     # imagenet the plan needs no look at the model's class, which would find it earlier).

@@ -312,3 +312,76 @@ class BatchAugmenter:
         """Views a and b (B, 3, S, S), float32 normalised, from uint8 images (B, 3, H, W)."""
         views_a, views_b, _ = self.draw(images, sizes)
         return views_a, views_b
+
+    def micro_batches(
+        self, images: torch.Tensor, sizes: torch.Tensor, *, count: int
+    ) -> MicroBatchViews:
+        """The views of ``__call__``, made one micro-batch at a time when each is asked for.
+
+        The parameters of all 2B views are drawn now, as ``__call__`` draws them (the same
+        numbers from the same generator), so micro-batch k holds the rows of ``__call__``'s
+        views that ``torch.tensor_split(views, count)[k]`` would: gradient caching
+        (``loss.grad_cache``) gets the same views either way, with one micro-batch of float
+        views in memory instead of the whole batch's.
+
+        Args:
+            images: uint8 (B, 3, H, W), edge-padded where smaller (``ImageBatch.images``).
+            sizes: int64 (B, 2), each image's height and width before padding.
+            count: Number of micro-batches K.
+        """
+        images = images.to(self.device, non_blocking=True)
+        params = self.sample(torch.cat([sizes, sizes]))
+        return MicroBatchViews(self, images, params, count=count)
+
+
+class MicroBatchViews:
+    """The two views of a batch in K micro-batches, each made when it is asked for.
+
+    Item k is (views a, views b), float32 (n_k, 3, S, S) on the augmenter's device; asking for
+    it again makes the same views again (the parameters were drawn once, the ops are
+    deterministic). From ``BatchAugmenter.micro_batches``.
+
+    Args:
+        augmenter: Gives the view size, normalisation and memory format.
+        images: uint8 (B, 3, H, W) on the augmenter's device.
+        params: The parameters of the 2B views: rows 0..B-1 the a views, B..2B-1 the b views.
+        count: Number of micro-batches K.
+    """
+
+    def __init__(
+        self,
+        augmenter: BatchAugmenter,
+        images: torch.Tensor,
+        params: BatchViewParams,
+        *,
+        count: int,
+    ):
+        self.augmenter = augmenter
+        self.images = images
+        self.params = params
+        # The images of each micro-batch, as torch.tensor_split divides the batch.
+        self.rows = torch.tensor_split(torch.arange(images.shape[0]), count)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def batch_size(self) -> int:
+        """Images B in the whole batch."""
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views a and b of micro-batch ``index``, each (n_k, 3, S, S)."""
+        rows = self.rows[index]
+        count = rows.shape[0]
+        augmenter = self.augmenter
+        views = apply_batch_view_params(
+            self.images[rows.to(self.images.device)],
+            self.params.index(torch.cat([rows, rows + self.batch_size])),
+            image_size=augmenter.image_size,
+            sources=torch.arange(count).repeat(2),
+            mean=augmenter.mean,
+            std=augmenter.std,
+        )
+        views = views.contiguous(memory_format=augmenter.memory_format)
+        return views[:count], views[count:]

@@ -8,6 +8,9 @@ with ``GlobalBatchNorm``, the readable reference that PyTorch lacks for CPU tens
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 from timm.layers import convert_sync_batchnorm
@@ -152,3 +155,25 @@ def prepare_model(
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[context.local_rank] if device.type == "cuda" else None
     )
+
+
+def gradient_sync_deferral(
+    network: nn.Module,
+) -> Callable[[], contextlib.AbstractContextManager] | None:
+    """What defers the gradient all-reduce of ``network``'s backward passes, if anything does.
+
+    Gradient caching back-propagates K micro-batches per step: all but the last run inside this
+    context, so that ``DistributedDataParallel`` sums their gradients locally and all-reduces
+    once per step instead of K times.
+
+    Args:
+        network: From ``prepare_model``, possibly compiled (``torch.compile`` keeps the wrapped
+            module in ``_orig_mod``).
+
+    Returns:
+        ``DistributedDataParallel.no_sync`` of the wrapper; None for a model on one process.
+    """
+    wrapped = getattr(network, "_orig_mod", network)
+    if isinstance(wrapped, nn.parallel.DistributedDataParallel):
+        return wrapped.no_sync
+    return None

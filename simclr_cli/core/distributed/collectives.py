@@ -110,6 +110,12 @@ def agree_batch_size(
 
     Unreadable images are dropped from a batch, so ranks may hold different numbers of images;
     the gather needs the same number everywhere. A no-op for a single process.
+
+    Args:
+        views_a: This rank's first views (n, ...), or any tensor whose rows are the batch's
+            images (the uint8 images themselves, before augmentation).
+        views_b: The second views (n, ...), or the images' sizes (n, 2).
+        context: This rank's place in the job.
     """
     if not context.distributed:
         return views_a, views_b
@@ -138,3 +144,17 @@ def sum_across_ranks(value: int, context: RankContext) -> int:
     total = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(total)
     return int(total.item())
+
+
+def broadcast_from_main(value: int, context: RankContext) -> int:
+    """Rank 0's value of an integer, on every rank (every rank must call it).
+
+    What makes a decision that one rank takes, such as the step count that rank 0's time budget
+    plans, the same on all ranks, so that they stop at the same step. One 8-byte broadcast.
+    """
+    if not context.distributed:
+        return value
+    device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+    number = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(number, src=0)
+    return int(number.item())

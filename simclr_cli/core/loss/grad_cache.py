@@ -19,18 +19,25 @@ pass of every micro-batch.
 Stage 3 runs when the caller back-propagates the returned loss (``loss.backward()``), so a
 training loop does not change shape: ``contrastive_step`` returns this loss instead of the
 ordinary one.
+
+On several ranks the same three stages run on every rank's share of the global batch: stage 2's
+loss gathers the projections of all ranks and all their micro-batches (every view is compared
+with all 2B - 2 others of the global batch), and gives each rank the gradient of its own
+projections; stage 3's backward passes sum the micro-batches' gradients locally (DDP's
+``no_sync``) and all-reduce them once, with the last micro-batch.
+
+The micro-batches may be made on demand (``augment.batched.MicroBatchViews``): then only one
+micro-batch of views exists at a time, at the cost of augmenting each twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
-
-from .nt_xent import nt_xent_loss
 
 
 class _RandomState:
@@ -98,63 +105,117 @@ class _ReplayOnBackward(torch.autograd.Function):
         return None, None, None
 
 
+class MicroBatches(Protocol):
+    """The micro-batches of one batch: item k is (views a, views b) of micro-batch k.
+
+    Each is (n_k, 3, S, S). A list of tensor pairs (``split_views``), or views made on demand
+    (``augment.batched.MicroBatchViews``); item k is asked for twice, and must be the same both
+    times.
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+#: The loss of the whole batch from its projections z_a, z_b (n, P), float32: ``nt_xent_loss``
+#: on one process, this rank's rows against every rank's on several (``nt_xent_across_ranks``).
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def split_views(
+    views_a: torch.Tensor, views_b: torch.Tensor, accumulate: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Views (n, 3, S, S) as ``accumulate`` micro-batches of about n / accumulate views each."""
+    return list(
+        zip(
+            torch.tensor_split(views_a, accumulate),
+            torch.tensor_split(views_b, accumulate),
+            strict=True,
+        )
+    )
+
+
 def cached_contrastive_loss(
     model: nn.Module,
-    views_a: torch.Tensor,
-    views_b: torch.Tensor,
+    micro_batches: MicroBatches,
     *,
-    accumulate: int,
-    temperature: float,
+    loss_function: LossFunction,
     autocast_context: contextlib.AbstractContextManager,
+    defer_gradient_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
-    """NT-Xent over the whole batch, forwarded in ``accumulate`` micro-batches.
+    """The contrastive loss of a whole batch, forwarded micro-batch by micro-batch.
 
     The returned loss has the value of the un-split batch's loss; calling ``backward()`` on it
     re-runs every micro-batch with gradients and accumulates the parameters' gradients, which
     match those of the un-split batch (exactly without batch norm in training mode).
 
+    On several ranks ``loss_function`` gathers every rank's projections (with a gather whose
+    backward sums the gradients over ranks), so the cache holds the gradient of this rank's
+    projections for the loss of all ranks' micro-batches together. ``defer_gradient_sync``
+    (``DistributedDataParallel.no_sync``) then wraps every micro-batch's replay but the last, so
+    that the gradients of all micro-batches are summed locally and all-reduced once per step.
+
     Args:
         model: Maps images (B, 3, S, S) to ``(features, projections)``; projections (B, P).
-        views_a: First views (N, 3, S, S).
-        views_b: Second views (N, 3, S, S).
-        accumulate: Number of micro-batches K; each holds about N / K images (2N / K views).
-        temperature: Loss temperature.
+        micro_batches: The K micro-batches of the batch (``split_views``, or views made on
+            demand), n views a and n views b in all.
+        loss_function: The loss of the whole batch from its projections, two (n, P) tensors.
         autocast_context: Context manager for mixed precision, entered once per forward pass.
+        defer_gradient_sync: Makes a context manager in which backward passes do not
+            all-reduce gradients; None on one process.
+        memory_format: Layout of the model's input (``torch.channels_last`` for a model
+            converted to it).
 
     Returns:
         The scalar loss, float32.
     """
-    chunks_a = torch.tensor_split(views_a, accumulate)
-    chunks_b = torch.tensor_split(views_b, accumulate)
-    sizes = [chunk.shape[0] for chunk in chunks_a]
-
     # Stage 1: projections of every micro-batch, without activations.
-    states, projections_a, projections_b = [], [], []
+    states, projections_a, projections_b, sizes = [], [], [], []
     with torch.no_grad(), _running_statistics_kept(model):
-        for chunk_a, chunk_b in zip(chunks_a, chunks_b, strict=True):
-            states.append(_RandomState(views_a.device))
+        for index in range(len(micro_batches)):
+            chunk_a, chunk_b = micro_batches[index]
+            states.append(_RandomState(chunk_a.device))
+            views = torch.cat([chunk_a, chunk_b]).contiguous(memory_format=memory_format)
+            del chunk_a, chunk_b  # Views made on demand are freed before the next are made.
             with autocast_context:
-                _, projections = model(torch.cat([chunk_a, chunk_b]))
+                _, projections = model(views)
+            del views
             z_a, z_b = projections.float().chunk(2)
             projections_a.append(z_a)
             projections_b.append(z_b)
+            sizes.append(z_a.shape[0])
 
     # Stage 2: the loss over the whole batch and its gradient with respect to the projections.
+    # On several ranks this is where the projections are gathered; the gradient is that of this
+    # rank's own rows, summed over every rank's loss (see distributed/collectives.py).
     z_a = torch.cat(projections_a).requires_grad_()
     z_b = torch.cat(projections_b).requires_grad_()
     with torch.enable_grad():
-        loss = nt_xent_loss(z_a, z_b, temperature=temperature)
+        loss = loss_function(z_a, z_b)
         grad_a, grad_b = torch.autograd.grad(loss, [z_a, z_b])
     grad_a, grad_b = grad_a.split(sizes), grad_b.split(sizes)
 
-    # Stage 3, run by loss.backward(): each micro-batch again, back-propagating its slice.
+    # Stage 3, run by loss.backward(): each micro-batch again, back-propagating its slice. All
+    # but the last leave their gradients unsynchronised; the last one's backward all-reduces
+    # the sum of all of them, once.
+    last = len(states) - 1
+
     def replay(grad_output: torch.Tensor) -> None:
         with torch.enable_grad():
             for index, state in enumerate(states):
-                with state.restored(), autocast_context:
-                    _, projections = model(torch.cat([chunks_a[index], chunks_b[index]]))
-                cached = torch.cat([grad_a[index], grad_b[index]]) * grad_output
-                torch.autograd.backward(projections.float(), cached)
+                sync: contextlib.AbstractContextManager = contextlib.nullcontext()
+                if defer_gradient_sync is not None and index < last:
+                    sync = defer_gradient_sync()
+                with sync:
+                    chunk_a, chunk_b = micro_batches[index]
+                    views = torch.cat([chunk_a, chunk_b]).contiguous(memory_format=memory_format)
+                    del chunk_a, chunk_b
+                    with state.restored(), autocast_context:
+                        _, projections = model(views)
+                    cached = torch.cat([grad_a[index], grad_b[index]]) * grad_output
+                    torch.autograd.backward(projections.float(), cached)
 
     anchor = next((p for p in model.parameters() if p.requires_grad), None)
     if anchor is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,17 @@ from .._amp import StepOutcome, create_grad_scaler, finish_step, scaled_backward
 from .._runtime import autocast
 from ..config import PretrainConfig
 from ..data.loader import DataWaitGauge
-from ..distributed.collectives import agree_batch_size, nt_xent_across_ranks, sum_across_ranks
+from ..distributed.batch_norm import gradient_sync_deferral
+from ..distributed.collectives import (
+    agree_batch_size,
+    broadcast_from_main,
+    nt_xent_across_ranks,
+    sum_across_ranks,
+)
 from ..distributed.launcher import launch_pretrain
 from ..distributed.ranks import SINGLE_PROCESS, RankContext, join_job
 from ..errors import DataError
-from ..loss.grad_cache import cached_contrastive_loss
+from ..loss.grad_cache import MicroBatches, cached_contrastive_loss, split_views
 from ..loss.nt_xent import nt_xent_loss
 from ..model.files import save_model
 from ..progress import ProgressCallback, ProgressEvent, null_progress
@@ -104,8 +111,9 @@ def contrastive_step(
 
     Both views go through the backbone together so that batch norm sees all 2N views, as the
     paper's global batch norm does on one device. With ``accumulate`` K > 1 the batch goes
-    through in K micro-batches by gradient caching (see ``grad_cache``): the loss still sees
-    all 2N views, and its ``backward()`` re-runs the micro-batches to fill the gradients.
+    through in K micro-batches by gradient caching (``cached_contrastive_step``): the loss still
+    sees all 2N views (of every rank), and its ``backward()`` re-runs the micro-batches to fill
+    the gradients.
 
     Args:
         model: Backbone plus head (a ``SimCLRModel``, or one wrapped for ranks or compiled).
@@ -124,18 +132,65 @@ def contrastive_step(
         The scalar loss.
     """
     if accumulate > 1:
-        return cached_contrastive_loss(
+        return cached_contrastive_step(
             model,
-            views_a,
-            views_b,
-            accumulate=accumulate,
+            split_views(views_a, views_b, accumulate),
             temperature=temperature,
             autocast_context=autocast_context,
+            context=context,
+            memory_format=memory_format,
         )
     views = torch.cat([views_a, views_b]).contiguous(memory_format=memory_format)
     with autocast_context:
         _, projections = model(views)
     z_a, z_b = projections.float().chunk(2)
+    return _contrastive_loss(z_a, z_b, temperature=temperature, context=context)
+
+
+def cached_contrastive_step(
+    model: nn.Module,
+    micro_batches: MicroBatches,
+    *,
+    temperature: float,
+    autocast_context: contextlib.AbstractContextManager,
+    context: RankContext = SINGLE_PROCESS,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """The NT-Xent loss of a batch given in micro-batches, by gradient caching (grad_cache.py).
+
+    On several ranks the loss compares this rank's views with those of every rank and every
+    micro-batch, and the backward all-reduces the gradients once, after the last micro-batch:
+    the step is that of one process with the whole global batch (with batch norm, up to its
+    statistics, which are those of one micro-batch of every rank).
+
+    Args:
+        model: As for ``contrastive_step``; ``DistributedDataParallel`` on several ranks.
+        micro_batches: The batch's K micro-batches of views a and b (``split_views``, or
+            ``BatchAugmenter.micro_batches`` to make each when it is embedded).
+        temperature: Loss temperature.
+        autocast_context: Context manager for mixed precision.
+        context: This rank's place in a multi-process job.
+        memory_format: Layout of the model's input.
+
+    Returns:
+        The scalar loss, whose ``backward()`` fills the gradients.
+    """
+    return cached_contrastive_loss(
+        model,
+        micro_batches,
+        loss_function=functools.partial(
+            _contrastive_loss, temperature=temperature, context=context
+        ),
+        autocast_context=autocast_context,
+        defer_gradient_sync=gradient_sync_deferral(model),
+        memory_format=memory_format,
+    )
+
+
+def _contrastive_loss(
+    z_a: torch.Tensor, z_b: torch.Tensor, *, temperature: float, context: RankContext
+) -> torch.Tensor:
+    """NT-Xent of projections (n, P): against every rank's views on several ranks."""
     if context.distributed:
         return nt_xent_across_ranks(z_a, z_b, temperature=temperature, context=context)
     return nt_xent_loss(z_a, z_b, temperature=temperature)
@@ -253,6 +308,7 @@ def _pretrain(
     window = MetricsWindow(
         gauge=gauge, context=context, steps_per_epoch=max(1, plan.num_images // plan.batch_size)
     )
+    micro_batch_views = config.accumulate > 1 and device.type == "cuda"
     guard.install()
     try:
         while step < total_steps:
@@ -260,10 +316,21 @@ def _pretrain(
             guard.start_epoch(epoch)
             for batch in gauge.timed(data.loader):
                 skipped += guard.note_batch(batch.bad)
-                # Two augmented views of every image; every rank agrees on the batch size.
-                views_a, views_b = data.augment(batch.images, batch.sizes)
-                views_a, views_b = agree_batch_size(views_a, views_b, context)
-                if views_a.shape[0] < 2:
+                # Two augmented views of every image; every rank agrees on the batch size. With
+                # --accumulate on a GPU each micro-batch's views are made when it is embedded,
+                # so that one micro-batch of views is in memory, not the whole batch's.
+                if micro_batch_views:
+                    images, sizes = agree_batch_size(batch.images, batch.sizes, context)
+                    count = images.shape[0]
+                    views: MicroBatches = data.augment.micro_batches(
+                        images, sizes, count=min(config.accumulate, count)
+                    )
+                else:
+                    views_a, views_b = data.augment(batch.images, batch.sizes)
+                    views_a, views_b = agree_batch_size(views_a, views_b, context)
+                    count = views_a.shape[0]
+                    views = split_views(views_a, views_b, min(config.accumulate, count))
+                if count < 2:
                     continue
                 # Learning rate from the step alone, so a re-planned run follows the same curve.
                 lr = learning_rate_at(
@@ -274,17 +341,25 @@ def _pretrain(
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                # Forward, loss, backward, update.
-                loss = contrastive_step(
-                    network,
-                    views_a,
-                    views_b,
-                    temperature=config.temperature,
-                    autocast_context=autocast(precision, device),
-                    accumulate=config.accumulate,
-                    context=context,
-                    memory_format=plan.memory_format,
-                )
+                # Forward, loss, backward, update (by gradient caching with micro-batches).
+                if len(views) > 1:
+                    loss = cached_contrastive_step(
+                        network,
+                        views,
+                        temperature=config.temperature,
+                        autocast_context=autocast(precision, device),
+                        context=context,
+                        memory_format=plan.memory_format,
+                    )
+                else:
+                    loss = contrastive_step(
+                        network,
+                        *views[0],
+                        temperature=config.temperature,
+                        autocast_context=autocast(precision, device),
+                        context=context,
+                        memory_format=plan.memory_format,
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaled_backward(loss, optimizer=optimizer, scaler=scaler)
                 # A non-finite loss or gradient skips the update; several in a row stop the run.
@@ -294,10 +369,11 @@ def _pretrain(
                 if outcome is StepOutcome.applied:
                     window.add_loss(loss.item())
                 step += 1
-                images_seen += views_a.shape[0] * context.world_size
-                # With --time-budget, the measured speed fixes (and corrects) the step count.
+                images_seen += count * context.world_size
+                # With --time-budget, the measured speed fixes (and corrects) the step count;
+                # rank 0's plan is every rank's, so that all ranks stop at the same step.
                 if budget is not None:
-                    total_steps = budget.plan(step, total_steps)
+                    total_steps = broadcast_from_main(budget.plan(step, total_steps), context)
                     warmup_steps = plan_warmup(
                         total_steps=total_steps,
                         steps_per_epoch=plan.num_images // plan.batch_size,
@@ -313,7 +389,7 @@ def _pretrain(
                     logger.log(evaluation)
                     if budget is not None:
                         budget.note_evaluation(monitor.last_seconds)
-                window.images += views_a.shape[0] * context.world_size
+                window.images += count * context.world_size
                 # Log a record every log_every steps and at the end; report progress every step.
                 record = {}
                 if step % config.log_every == 0 or step == total_steps:

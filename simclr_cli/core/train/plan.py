@@ -34,7 +34,7 @@ from ..distributed.ranks import (
     rank_context,
     threads_per_rank,
 )
-from ..errors import DataError, UsageError
+from ..errors import ConfigError, DataError
 from ..model.backbone import plan_stem
 from .budget import budget_stem
 from .calibrate import Calibration
@@ -199,7 +199,7 @@ def fit_batch_size(*, requested: int | None, num_images: int, multiple: int) -> 
             )
         return requested, False
     if num_images >= DEFAULT_BATCH_SIZE:
-        return DEFAULT_BATCH_SIZE, False
+        return DEFAULT_BATCH_SIZE // multiple * multiple, False
     fitted = num_images // multiple * multiple
     if fitted < max(2, multiple):
         raise DataError(
@@ -223,7 +223,7 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
         The plan.
 
     Raises:
-        SimCLRError: For bad flags (``ConfigError``, ``UsageError``), a backbone that does not
+        SimCLRError: For bad flags (``ConfigError``), a backbone that does not
             exist or cannot take the stem (``BackboneError``), or data that cannot train
             (``DataError``).
     """
@@ -231,11 +231,15 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
     check_loggers(config.loggers)
     processes = plan_processes(config)
     device = resolve_device(processes.device)
-    if processes.world_size > 1 and (config.time_budget is not None or config.accumulate > 1):
-        # Both change the step or its gradients on each rank alone; ranks would fall out of step.
-        raise UsageError(
-            "--time-budget and --accumulate work on one process only for now; drop them or "
-            "run without --gpus/--cpu-processes"
+    per_rank = (config.batch_size or 0) // processes.world_size
+    if config.batch_size is not None and per_rank % config.accumulate:
+        # Every rank splits its share of the batch into the same K micro-batches.
+        multiple = processes.world_size * config.accumulate
+        raise ConfigError(
+            f"--batch-size {config.batch_size} gives {per_rank} images to each of "
+            f"{processes.world_size} processes, which is not divisible by --accumulate "
+            f"{config.accumulate}; use a batch size that is a multiple of {multiple}",
+            flag="--batch-size",
         )
     precision = resolve_precision(config.precision, device)
     images, bad_images = _training_images(config)

@@ -140,3 +140,29 @@ def test_apply_batch_view_params__cuda_matches_cpu():
     on_cpu = apply_batch_view_params(images, params, image_size=32)
     on_gpu = apply_batch_view_params(images.cuda(), params, image_size=32)
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("image_size,source", [(32, 40), (96, 100)])
+def test_batch_augmenter__micro_batches_make_the_views_of_the_whole_batch(
+    image_size: int, source: int
+):
+    # The same seed gives the same parameters, so micro-batch k holds rows k of the whole
+    # batch's views, whether they come from one roi_align call (32 px) or a resize per view.
+    images = shape_images(5, source)
+    sizes = torch.tensor([[source, source]]).repeat(5, 1)
+    whole = BatchAugmenter("imagenet", image_size=image_size, generator=torch.Generator())
+    split = BatchAugmenter("imagenet", image_size=image_size, generator=torch.Generator())
+    whole.generator.manual_seed(8)
+    split.generator.manual_seed(8)
+    views_a, views_b = whole(images, sizes)
+    micro_batches = split.micro_batches(images, sizes, count=2)
+    assert len(micro_batches) == 2 and micro_batches.batch_size == 5
+    # Rows as torch.tensor_split gives them: 3 images, then 2.
+    for index, rows in enumerate([slice(0, 3), slice(3, 5)]):
+        chunk_a, chunk_b = micro_batches[index]
+        assert chunk_a.shape == (rows.stop - rows.start, 3, image_size, image_size)
+        torch.testing.assert_close(chunk_a, views_a[rows], rtol=0, atol=1e-6)
+        torch.testing.assert_close(chunk_b, views_b[rows], rtol=0, atol=1e-6)
+        # Asked again (the replay of gradient caching), the same views again.
+        again_a, again_b = micro_batches[index]
+        assert torch.equal(again_a, chunk_a) and torch.equal(again_b, chunk_b)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from simclr_cli.core import _io
+from simclr_cli.core.augment.batched import BatchAugmenter
 from simclr_cli.core.errors import ConfigError, DataError, RunFolderError
 from simclr_cli.core.model.files import load_model
+from simclr_cli.core.model.simclr import create_simclr_model
 from simclr_cli.core.train.checkpoints import read_checkpoint
-from simclr_cli.core.train.loop import pretrain
+from simclr_cli.core.train.loop import cached_contrastive_step, contrastive_step, pretrain
 from tests.conftest import tiny_config
+from tests.core.augment.conftest import shape_images
 
 if sys.version_info >= (3, 11):
     pass
@@ -165,3 +170,59 @@ def test_pretrain__small_folder_trains_with_a_batch_that_fits(shapes_dir: Path, 
     result = pretrain(config=tiny_config(shapes_dir, tmp_path / "run", batch_size=None))
     plan = _io.loads((result.run_dir / "config.toml").read_text())["plan"]
     assert plan["batch_size"] == 24 and result.images_seen == 2 * 24
+
+
+def _step_of(model: torch.nn.Module, loss: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
+    loss.backward()
+    return loss.item(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_cached_contrastive_step__views_made_per_micro_batch_give_the_same_step():
+    # What --accumulate does on a GPU, each micro-batch augmented when it is embedded (and again
+    # for its replay), run on the CPU: for a fixed seed, the step of the views made at once.
+    images = shape_images(6, 20)
+    sizes = torch.tensor([[20, 20]]).repeat(6, 1)
+    augmenter = BatchAugmenter("cifar", image_size=16, generator=torch.Generator())
+    results = []
+    for per_micro_batch in (False, True):
+        augmenter.generator.manual_seed(3)
+        torch.manual_seed(0)
+        model = create_simclr_model(backbone="test_resnet", image_size=16, head_output_dim=16)
+        settings = {"temperature": 0.5, "autocast_context": contextlib.nullcontext()}
+        if per_micro_batch:
+            views = augmenter.micro_batches(images, sizes, count=2)
+            loss = cached_contrastive_step(model, views, **settings)
+        else:
+            loss = contrastive_step(model, *augmenter(images, sizes), accumulate=2, **settings)
+        results.append(_step_of(model, loss))
+    (whole_loss, whole), (micro_loss, micro) = results
+    assert micro_loss == pytest.approx(whole_loss, rel=1e-6)
+    assert sum(grad.abs().sum() for grad in whole.values()) > 0
+    for name, grad in whole.items():
+        torch.testing.assert_close(micro[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.slow
+def test_pretrain__two_ranks_stop_together_within_the_time_budget(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Each rank measures its own speed, but rank 0's plan is broadcast: had the ranks planned
+    # different totals, one would wait in a collective for a step the other never takes, and
+    # the timeout set here would fail the run instead of hanging the test.
+    monkeypatch.setenv("SIMCLR_COLLECTIVE_TIMEOUT", "60")
+    config = tiny_config(
+        shapes_dir,
+        tmp_path / "run",
+        cpu_processes=2,
+        max_steps=None,
+        epochs=1000,
+        time_budget=12.0,
+        accumulate=2,
+        log_every=1000,
+    )
+    result = pretrain(config=config)
+    assert result.total_seconds <= 12.0
+    # The plan replaced the 3,000 steps of 1000 epochs with what fits, at least the first few.
+    assert 3 <= result.steps < 3000
+    metadata = load_model(result.model_path).metadata
+    assert metadata.steps == result.steps and result.images_seen == 8 * result.steps

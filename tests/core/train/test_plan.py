@@ -12,7 +12,7 @@ import torch
 from simclr_cli.core._runtime import resolve_precision
 from simclr_cli.core._threads import default_workers
 from simclr_cli.core.choices import CacheMode, Precision, Preset, Stem
-from simclr_cli.core.errors import ConfigError, DataError, UsageError
+from simclr_cli.core.errors import ConfigError, DataError
 from simclr_cli.core.progress import ProgressEvent
 from simclr_cli.core.train.loop import pretrain
 from simclr_cli.core.train.plan import (
@@ -185,8 +185,9 @@ def test_plan_run__flags_are_checked_before_the_data(tmp_path: Path):
     missing = tmp_path / "nothing"
     with pytest.raises(ConfigError, match="does not split evenly"):
         plan_run(config=tiny_config(missing, tmp_path / "run", cpu_processes=3))
-    with pytest.raises(UsageError, match="one process only"):
-        plan_run(config=tiny_config(missing, tmp_path / "run", cpu_processes=2, accumulate=2))
+    # Each of the 2 processes gets 4 images: 8 micro-batches do not divide them.
+    with pytest.raises(ConfigError, match="4 images to each of 2 processes"):
+        plan_run(config=tiny_config(missing, tmp_path / "run", cpu_processes=2, accumulate=8))
     with pytest.raises(DataError, match="does not exist"):
         plan_run(config=tiny_config(missing, tmp_path / "run"))
 
