@@ -323,7 +323,9 @@ def _losses(out: Path) -> list[tuple[int, float]]:
 def test_torchrun_two_nodes__train_the_model_of_two_cpu_processes(shapes_dir: Path, tmp_path: Path):
     flags = [*MULTI_NODE_FLAGS, "--max-steps", "4"]
     nodes_out, local_out = tmp_path / "nodes", tmp_path / "local"
-    nodes = _start_nodes(tmp_path, ["pretrain", str(shapes_dir), "--out", str(nodes_out), *flags])
+    nodes = _start_nodes(
+        tmp_path, ["pretrain", str(shapes_dir), "--out", str(nodes_out), *flags], "nodes"
+    )
     codes = _wait(nodes, timeout=240)
     logs = "".join(path.read_text() for path in sorted(tmp_path.glob("*.log")))
     assert codes == [0, 0], logs[-3000:]
@@ -351,7 +353,7 @@ def test_torchrun_two_nodes__a_dead_node_stops_the_other_and_both_resume(
 ):
     out = tmp_path / "run"
     args = ["pretrain", str(shapes_dir), "--out", str(out), *MULTI_NODE_FLAGS]
-    args += ["--max-steps", "30", "--checkpoint-every", "2"]
+    args += ["--max-steps", "16", "--checkpoint-every", "2"]
     nodes = _start_nodes(tmp_path, args, "first")
     try:
         deadline = time.monotonic() + 240
@@ -377,5 +379,5 @@ def test_torchrun_two_nodes__a_dead_node_stops_the_other_and_both_resume(
     codes = _wait(resumed, timeout=240)
     logs = "".join(path.read_text() for path in sorted(tmp_path.glob("resumed-*.log")))
     assert codes == [0, 0], logs[-3000:]
-    assert read_metadata(out / "model.safetensors").steps == 30
-    assert [step for step, _ in _losses(out)] == list(range(1, 31))
+    assert read_metadata(out / "model.safetensors").steps == 16
+    assert [step for step, _ in _losses(out)] == list(range(1, 17))
