@@ -12,6 +12,7 @@ import typer
 import typer.core
 
 from ..core import _env
+from ..core.distributed.launcher import lost_peer_error
 from ..core.errors import ConfigError, SimCLRError
 from ._config import describe_source
 from ._console import print_error
@@ -69,7 +70,10 @@ class ReportingCommand(typer.core.TyperCommand):
             if debug_enabled():
                 raise
             text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            if "out of memory" in text.lower():
+            lost_peer = lost_peer_error(error)
+            if lost_peer is not None:  # A rank under torchrun whose peer went away.
+                print_error(str(lost_peer))
+            elif "out of memory" in text.lower():
                 print_error(OUT_OF_MEMORY)
             else:
                 print_error(

@@ -146,6 +146,50 @@ def sum_across_ranks(value: int, context: RankContext) -> int:
     return int(total.item())
 
 
+def _collective_device() -> torch.device:
+    """Where a collective's tensors live: on this rank's GPU for NCCL, on the CPU for gloo."""
+    return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def any_across_ranks(flags: list[bool], context: RankContext) -> list[bool]:
+    """For each flag, whether it is set on any rank (every rank must call it with as many).
+
+    Lets the ranks agree on a decision that each takes from its own clock or signals (stop
+    now, checkpoint now), so that they all reach the same collectives.
+    """
+    if not context.distributed:
+        return list(flags)
+    values = torch.tensor([int(flag) for flag in flags], dtype=torch.int64)
+    values = values.to(_collective_device())
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(value) for value in values.tolist()]
+
+
+def all_gather_bytes(blob: torch.Tensor, context: RankContext) -> list[torch.Tensor]:
+    """Every rank's bytes, in rank order (every rank must call it); lengths may differ.
+
+    Args:
+        blob: This rank's bytes, uint8 of shape (L,), on the CPU.
+        context: This rank's place in the job.
+
+    Returns:
+        W uint8 tensors on the CPU, rank r's bytes at index r (only ``blob`` on one process).
+    """
+    if not context.distributed:
+        return [blob]
+    device = _collective_device()
+    length = torch.tensor([blob.numel()], dtype=torch.int64, device=device)
+    lengths = [torch.empty_like(length) for _ in range(context.world_size)]
+    dist.all_gather(lengths, length)
+    sizes = [int(size.item()) for size in lengths]
+    # all_gather needs one shape everywhere: pad to the longest, cut each back afterwards.
+    padded = torch.zeros(max(sizes), dtype=torch.uint8, device=device)
+    padded[: blob.numel()] = blob.to(device)
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return [part[:size].cpu() for part, size in zip(parts, sizes, strict=True)]
+
+
 def broadcast_from_main(value: int, context: RankContext) -> int:
     """Rank 0's value of an integer, on every rank (every rank must call it).
 
@@ -154,7 +198,6 @@ def broadcast_from_main(value: int, context: RankContext) -> int:
     """
     if not context.distributed:
         return value
-    device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-    number = torch.tensor([value], dtype=torch.int64, device=device)
+    number = torch.tensor([value], dtype=torch.int64, device=_collective_device())
     dist.broadcast(number, src=0)
     return int(number.item())

@@ -95,6 +95,26 @@ def _lost_a_peer(error: BaseException) -> bool:
     )
 
 
+def lost_peer_error(error: BaseException) -> DistributedError | None:
+    """The one-line error of a rank whose collective failed because another rank went away.
+
+    For a rank of a job that an outside launcher started (``torchrun`` on several machines),
+    where no launcher of ours reports which rank failed first: the surviving ranks stop with
+    this line instead of the collective's traceback.
+
+    Returns:
+        The error to report, or None when ``error`` is not a lost peer.
+    """
+    if not _lost_a_peer(error):
+        return None
+    return DistributedError(
+        "lost contact with another process of the job (it, or its machine, stopped, or it "
+        f"did not answer within SIMCLR_COLLECTIVE_TIMEOUT, {_env.collective_timeout_seconds():g}"
+        " s); this process stopped too; to continue from the last checkpoint, run the same "
+        "command with --resume on every machine"
+    )
+
+
 def launch_workers(entrypoint: Callable[..., Any], *args: Any, processes: int) -> dict[int, Any]:
     """Run ``entrypoint(*args)`` in ``processes`` processes on this machine and wait for them.
 

@@ -5,9 +5,16 @@
 - ``model.*``: the model's ``state_dict`` (backbone and head, batch-norm statistics included);
 - ``optimizer.<param index>.<name>``: the optimiser's per-parameter state (momentum buffers,
   Adam moments); its non-tensor values and the parameter groups are JSON in ``optimizer``;
-- ``rng.*``: every random number generator as bytes (``uint8``): torch on the CPU and on each
-  CUDA device, NumPy's and Python's global generators, and the DataLoader's generator (which
-  seeds the data workers); their scalar parts are JSON in ``rng``;
+- ``rng.*``: every random number generator of rank 0 (of the only process) as bytes
+  (``uint8``): torch on the CPU and on the CUDA device in use, NumPy's and Python's global
+  generators (the global torch generator also draws the batched augmentations), and the
+  DataLoader's generator (which seeds the data workers); their scalar parts are JSON in ``rng``;
+- ``rng.rank<R>.*``: the same for each further rank R of a multi-process run, gathered to rank 0
+  when it saves, their scalar parts under ``ranks`` in ``rng`` (with ``world_size``). Each rank
+  restores its own, so ranks keep drawing different augmentations after ``--resume``. A run
+  resumes with the number of processes it was started with (``world_size`` is one of the
+  compared settings); a checkpoint of an earlier simclr, which kept rank 0's states only, leaves
+  the other ranks' generators as freshly seeded (``Checkpoint.rng_states_of``);
 - metadata ``position`` (step, epoch, batches of the epoch consumed, counters) and ``settings``
   (the resolved configuration, compared on resume);
 - metadata ``scaler``: the fp16 loss scaler's state as JSON (its scale and growth counter; ``{}``
@@ -60,6 +67,9 @@ RESUMABLE_CHANGES = frozenset(
     }
 )
 
+#: Generator states of one process: ``uint8`` tensors keyed ``rng.<name>``, and JSON scalars.
+RngStates = tuple[dict[str, torch.Tensor], dict[str, Any]]
+
 
 @dataclass
 class TrainingPosition:
@@ -106,6 +116,31 @@ class Checkpoint:
     optimizer_structure: dict[str, Any] = field(repr=False)
     rng_structure: dict[str, Any] = field(repr=False)
     scaler_state: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def rng_world_size(self) -> int:
+        """How many ranks' generator states the file holds (1 from an earlier simclr)."""
+        return int(self.rng_structure.get("world_size", 1))
+
+    def rng_states_of(self, rank: int) -> RngStates | None:
+        """The generator states that ``rank`` saved, or None when the file has none for it.
+
+        Args:
+            rank: The rank, 0 for a single process.
+        """
+        if rank >= self.rng_world_size:
+            return None
+        prefix = _rank_prefix(rank)
+        tensors = {
+            "rng." + key[len(prefix) :]: value
+            for key, value in self.tensors.items()
+            if key.startswith(prefix) and (rank or not key.startswith("rng.rank"))
+        }
+        if rank == 0:
+            structure = {k: v for k, v in self.rng_structure.items() if k in ("numpy", "python")}
+        else:
+            structure = self.rng_structure["ranks"][str(rank)]
+        return tensors, structure
 
 
 # Optimiser state <-> tensors plus JSON.
@@ -182,14 +217,16 @@ def _bytes_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array).view(np.uint8).copy())
 
 
-def capture_rng_states(
-    loader_generator: torch.Generator | None = None,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Every random number generator's state, as ``uint8`` tensors and JSON scalars."""
+def capture_rng_states(loader_generator: torch.Generator | None = None) -> RngStates:
+    """Every random number generator's state, as ``uint8`` tensors and JSON scalars.
+
+    The CUDA state is that of the current device, the one this process trains on (reading the
+    others would open a context on each GPU from every rank).
+    """
     tensors = {"rng.torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.torch_cuda.{index}"] = state.cpu()
+        index = torch.cuda.current_device()
+        tensors[f"rng.torch_cuda.{index}"] = torch.cuda.get_rng_state(index).cpu()
     # The default (legacy) form is this tuple; numpy's stub types the call as the dict form.
     numpy_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     name, keys, position, has_gauss, cached_gaussian = numpy_state
@@ -212,13 +249,15 @@ def restore_rng_states(
 ) -> None:
     """Set every random number generator back to the state ``capture_rng_states`` saved.
 
-    CUDA states are restored when the same number of devices is visible; a run moved between
-    a CPU and a GPU machine continues with fresh CUDA generators.
+    The CUDA state is restored on the current device when the file has one for a device of
+    that index; a run moved between a CPU and a GPU machine continues with fresh CUDA
+    generators.
     """
     torch.set_rng_state(tensors["rng.torch_cpu"])
-    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.torch_cuda.")]
-    if cuda_states and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda_states):
-        torch.cuda.set_rng_state_all(cuda_states)
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        if f"rng.torch_cuda.{index}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"rng.torch_cuda.{index}"], index)
     name, position, has_gauss, cached_gaussian = structure["numpy"]
     keys = tensors["rng.numpy"].numpy().view(np.uint32)
     np.random.set_state((name, keys, position, has_gauss, cached_gaussian))
@@ -227,6 +266,39 @@ def restore_rng_states(
     random.setstate((version, python_state, gauss_next))
     if loader_generator is not None and "rng.loader" in tensors:
         loader_generator.set_state(tensors["rng.loader"])
+
+
+def pack_rng_states(states: RngStates) -> torch.Tensor:
+    """One process's generator states as one ``uint8`` tensor, to send to rank 0.
+
+    Layout: 8 bytes (little-endian length of the JSON header), the JSON header (the scalars
+    and, per tensor, its key and byte count), then the tensors' bytes in the header's order.
+    """
+    tensors, structure = states
+    keys = sorted(tensors)
+    header = {"structure": structure, "tensors": [[k, tensors[k].numel()] for k in keys]}
+    encoded = json.dumps(header).encode()
+    length = torch.tensor(list(len(encoded).to_bytes(8, "little")), dtype=torch.uint8)
+    text = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
+    parts = [tensors[k].reshape(-1).to(torch.uint8) for k in keys]
+    return torch.cat([length, text, *parts])
+
+
+def unpack_rng_states(blob: torch.Tensor) -> RngStates:
+    """The states that ``pack_rng_states`` packed."""
+    raw = blob.numpy().tobytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length].decode())
+    offset = 8 + length
+    tensors = {}
+    for key, count in header["tensors"]:
+        tensors[key] = blob[offset : offset + count].clone()
+        offset += count
+    return tensors, header["structure"]
+
+
+def _rank_prefix(rank: int) -> str:
+    return "rng." if rank == 0 else f"rng.rank{rank}."
 
 
 # The file.
@@ -241,6 +313,7 @@ def save_checkpoint(
     settings: dict[str, Any],
     loader_generator: torch.Generator | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    rank_rng_states: list[RngStates] | None = None,
 ) -> None:
     """Write a checkpoint atomically: a crash or a full disk leaves the previous one intact.
 
@@ -252,15 +325,24 @@ def save_checkpoint(
         settings: The resolved configuration, compared when resuming.
         loader_generator: The DataLoader's generator.
         scaler: The fp16 loss scaler; a disabled one (or none) saves ``{}``.
+        rank_rng_states: Every rank's generator states, rank 0 first (from
+            ``capture_rng_states`` in each rank); None captures this process's, for a single
+            process.
 
     Raises:
         DiskFullError: When the disk fills up during the write (the old file is kept).
     """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     optimizer_tensors, optimizer_structure = flatten_optimizer_state(optimizer.state_dict())
-    rng_tensors, rng_structure = capture_rng_states(loader_generator)
+    if rank_rng_states is None:
+        rank_rng_states = [capture_rng_states(loader_generator)]
     tensors.update(optimizer_tensors)
-    tensors.update(rng_tensors)
+    rng_structure: dict[str, Any] = {**rank_rng_states[0][1], "world_size": len(rank_rng_states)}
+    for rank, (rng_tensors, structure) in enumerate(rank_rng_states):
+        prefix = _rank_prefix(rank)
+        tensors.update({prefix + k[len("rng.") :]: v for k, v in rng_tensors.items()})
+        if rank:
+            rng_structure.setdefault("ranks", {})[str(rank)] = structure
     metadata = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -315,11 +397,14 @@ def restore_checkpoint(
     optimizer: torch.optim.Optimizer,
     loader_generator: torch.Generator | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    rank: int = 0,
 ) -> TrainingPosition:
     """Load a checkpoint in place: model, optimiser, generators, loss scaler; return its position.
 
     Call it last before the training loop: it sets the global random number generators, which
-    building the model and the data loader would otherwise move on. The scaler's state is
+    building the model and the data loader would otherwise move on. Each rank restores the
+    generators it saved; a rank the file has none for (``Checkpoint.rng_states_of``) keeps its
+    own, freshly seeded ones. The scaler's state is
     restored when both the checkpoint and this run train in fp16; a run resumed in fp16 from
     another precision starts with a fresh scale.
 
@@ -338,7 +423,9 @@ def restore_checkpoint(
         raise CheckpointError(
             f"{checkpoint.path} does not fit this model ({first}); add --force to start again"
         ) from None
-    restore_rng_states(tensors, checkpoint.rng_structure, loader_generator)
+    states = checkpoint.rng_states_of(rank)
+    if states is not None:
+        restore_rng_states(*states, loader_generator=loader_generator)
     if scaler is not None and scaler.is_enabled() and checkpoint.scaler_state:
         scaler.load_state_dict(checkpoint.scaler_state)
     return dataclasses.replace(checkpoint.position)

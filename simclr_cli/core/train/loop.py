@@ -293,6 +293,7 @@ def _pretrain(
         progress=progress,
         is_main=context.is_main,
         scaler=scaler,
+        context=context,
     )
     position = guard.resume(checkpoint)
     # metrics.jsonl, and --logger csv/tensorboard with the same records (see loggers.py).

@@ -12,6 +12,11 @@ The training loop in ``loop.py`` stays flat; it calls a ``RunGuard`` at a few po
   counted apart;
 - ``after_step(...)`` at the end of each step: checkpoints when due, and stops the run (with a
   checkpoint) after SIGINT/SIGTERM or when the loss has diverged.
+
+With several ranks, every rank takes part in each checkpoint: rank 0 gathers the others'
+generator states and writes them with its own (see checkpoints.py). The ranks therefore agree,
+at each step, on whether to checkpoint and whether to stop (a signal, a clock or a diverged loss
+seen by one rank is acted on by all), so that they all reach the same collectives.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,14 +38,19 @@ from ..choices import BadImagePolicy
 from ..config import PretrainConfig
 from ..data.checks import BadImage, SkippedImages
 from ..data.sampler import ResumableRandomSampler
+from ..distributed.collectives import all_gather_bytes, any_across_ranks
+from ..distributed.ranks import SINGLE_PROCESS, RankContext
 from ..errors import DiskFullError, RunInterrupted, TrainingDivergedError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checkpoints import (
     Checkpoint,
     TrainingPosition,
+    capture_rng_states,
     changed_settings,
+    pack_rng_states,
     restore_checkpoint,
     save_checkpoint,
+    unpack_rng_states,
 )
 from .run_folder import CHECKPOINT_FILE, SKIPPED_FILE
 from .signals import StopSignals, name_of
@@ -68,6 +79,7 @@ class RunGuard:
         progress: Receives ``message`` events (resumed, checkpoint saved, step skipped).
         is_main: Whether this process writes files (rank 0 of a job, or a single process).
         scaler: The fp16 loss scaler (see ``_amp``); its state goes into the checkpoint.
+        context: This process's place in the job; every rank's generators are checkpointed.
     """
 
     def __init__(
@@ -87,8 +99,10 @@ class RunGuard:
         progress: ProgressCallback = null_progress,
         is_main: bool = True,
         scaler: torch.amp.GradScaler | None = None,
+        context: RankContext = SINGLE_PROCESS,
     ):
         self.is_main = is_main
+        self.context = context
         self.scaler = scaler if scaler is not None else torch.amp.GradScaler(enabled=False)
         self.run_dir = Path(run_dir)
         self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
@@ -129,6 +143,7 @@ class RunGuard:
             optimizer=self.optimizer,
             loader_generator=self.loader_generator,
             scaler=self.scaler,
+            rank=self.context.rank,
         )
         # A checkpoint at the end of an epoch resumes at the start of the next.
         if position.batches_in_epoch >= self.batches_per_epoch:
@@ -141,6 +156,11 @@ class RunGuard:
         changes = changed_settings(checkpoint.settings, self.settings)
         if changes:
             text += "; changed: " + ", ".join(changes)
+        if checkpoint.rng_world_size < self.context.world_size:
+            text += (
+                "; the checkpoint holds the random state of rank 0 only (an earlier simclr "
+                "wrote it), so the other ranks continue with freshly seeded generators"
+            )
         self._message(text)
         return dataclasses.replace(position)
 
@@ -207,13 +227,22 @@ class RunGuard:
         self.position.epoch = epoch
         self.position.images_seen = images_seen
         self.position.skipped_images = skipped
-        if self.nonfinite_in_row >= MAX_NONFINITE_IN_ROW:
+        # One rank's signal, clock or divergence decides for all (see the module docstring).
+        diverged, signalled, due = any_across_ranks(
+            [
+                self.nonfinite_in_row >= MAX_NONFINITE_IN_ROW,
+                self.signals.received is not None,
+                self._checkpoint_due(step),
+            ],
+            self.context,
+        )
+        if diverged:
             self._stop_diverged()
         if step >= self.total_steps:
             self.save()  # The last step: the run ends normally, even if a signal came meanwhile.
-        elif self.signals.received is not None:
+        elif signalled:
             self._stop_signalled()
-        elif self._checkpoint_due(step):
+        elif due:
             self.save()
 
     def stop_if_signalled(self) -> None:
@@ -221,13 +250,16 @@ class RunGuard:
         raises; the last completed step is then checkpointed and the run stops as interrupted.
         """
         if self.signals.received is not None and not self._stopped:
-            self._stop_signalled()
+            # The other ranks are not at a checkpoint with this one: keep the last checkpoint.
+            self._stop_signalled(save=not self.context.distributed)
 
     # Saving.
 
     def save(self, *, announce: bool = True) -> None:
         """Write ``RUN/checkpoint.safetensors`` with the current position.
 
+        Every rank of a job calls it at the same step: rank 0 gathers each rank's generator
+        states and writes them with its weights (DDP keeps the weights equal on every rank).
         The time it took is kept in ``save_seconds`` (a time budget plans the last one from it).
 
         Args:
@@ -237,8 +269,11 @@ class RunGuard:
             DiskFullError: When the disk is full; the previous checkpoint is kept.
         """
         started = time.perf_counter()
+        rank_rng_states = None
+        if self.context.distributed:
+            packed = pack_rng_states(capture_rng_states(self.loader_generator))
+            rank_rng_states = [unpack_rng_states(b) for b in all_gather_bytes(packed, self.context)]
         if not self.is_main:
-            # Only rank 0 writes; the other ranks hold the same weights (DDP keeps them equal).
             self.saved_step = self.position.step
             self._last_save = time.monotonic()
             self.save_seconds = time.perf_counter() - started
@@ -252,6 +287,7 @@ class RunGuard:
                 settings=self.settings,
                 loader_generator=self.loader_generator,
                 scaler=self.scaler,
+                rank_rng_states=rank_rng_states,
             )
         self.saved_step = self.position.step
         self._last_save = time.monotonic()
@@ -282,13 +318,21 @@ class RunGuard:
         seconds = self.interval.seconds
         return seconds is not None and time.monotonic() - self._last_save >= seconds
 
-    def _stop_signalled(self) -> None:
+    def _stop_signalled(self, *, save: bool = True) -> None:
         self._stopped = True
-        self.save()
-        number = self.signals.received or 0
+        if save:
+            self.save()
+        # A rank stopped because another rank received the signal names that usual one.
+        number = self.signals.received or signal.SIGTERM
+        if save:
+            kept = f"checkpoint saved in {self.checkpoint_path}"
+        elif self.saved_step is not None:
+            kept = f"{self.checkpoint_path} holds step {self.saved_step}"
+        else:
+            kept = "no checkpoint was saved yet"
         raise RunInterrupted(
             f"stopped by {name_of(number)} after step {self.position.step} of "
-            f"{self.total_steps}; checkpoint saved in {self.checkpoint_path}; to continue, run "
+            f"{self.total_steps}; {kept}; to continue, run "
             f"the same command with --resume{self._instead_of_force()}",
             signal_number=number,
             step=self.position.step,
@@ -329,6 +373,7 @@ def create_run_guard(
     progress: ProgressCallback = null_progress,
     is_main: bool = True,
     scaler: torch.amp.GradScaler | None = None,
+    context: RankContext = SINGLE_PROCESS,
 ) -> RunGuard:
     """The ``RunGuard`` of a pretraining run, with the header scan's bad images listed.
 
@@ -345,6 +390,7 @@ def create_run_guard(
         progress: Receives ``message`` events.
         is_main: Whether this process writes files (rank 0 of a job, or a single process).
         scaler: The fp16 loss scaler, saved in checkpoints.
+        context: This process's place in the job.
     """
     skipped = SkippedImages(
         Path(run_dir) / SKIPPED_FILE,
@@ -374,6 +420,7 @@ def create_run_guard(
         progress=progress,
         is_main=is_main,
         scaler=scaler,
+        context=context,
     )
 
 

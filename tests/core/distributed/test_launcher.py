@@ -153,3 +153,12 @@ def test_launcher__does_not_import_training():
         for alias in node.names
     ]
     assert imported and not [name for name in imported if "train" in name.split(".")]
+
+
+def test_lost_peer_error__a_failed_collective_becomes_one_line_with_the_way_on():
+    error = dist.DistBackendError("[pair.cc:534] Connection closed by peer [127.0.0.1]:33307")
+    lost = launcher.lost_peer_error(error)
+    assert isinstance(lost, DistributedError) and "\n" not in str(lost)
+    assert "lost contact with another process of the job" in str(lost)
+    assert "--resume on every machine" in str(lost)
+    assert launcher.lost_peer_error(ValueError("a bad value")) is None

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +24,9 @@ from simclr_cli.core.distributed.batch_norm import prepare_model
 from simclr_cli.core.distributed.collectives import average_across_ranks
 from simclr_cli.core.distributed.ranks import RankContext, plan_processes
 from simclr_cli.core.errors import ConfigError
+from simclr_cli.core.model.files import read_metadata
 from simclr_cli.core.model.simclr import create_simclr_model
+from simclr_cli.core.train.checkpoints import read_checkpoint
 from simclr_cli.core.train.loop import contrastive_step
 
 GLOBAL_BATCH = 8
@@ -203,3 +212,172 @@ def test_config__gpus_takes_a_number_or_all():
         _config(gpus="two")
     with pytest.raises(ConfigError, match="--cpu-processes must be positive"):
         _config(cpu_processes=0).validate()
+
+
+# Two machines, simulated: two torchrun launchers on this one (gloo, a free port).
+
+REPO = Path(__file__).resolve().parents[3]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+#: A tiny run in global batches of 8 (4 a rank); one thread a rank, as in both simulations.
+MULTI_NODE_FLAGS = [
+    "--backbone",
+    "test_resnet",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--log-every",
+    "1",
+    "--seed",
+    "0",
+    "--quiet",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _environment() -> dict[str, str]:
+    # Both simulations give each rank one thread, so their arithmetic is the same.
+    variables = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARIABLES}
+    return {**variables, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def _start_nodes(tmp_path: Path, args: list[str], name: str) -> list[subprocess.Popen]:
+    """Two launchers of one job, as on two machines: `torchrun --nnodes 2 ... -m simclr_cli`."""
+    port = _free_port()
+    nodes = []
+    for node in range(2):
+        command = [str(TORCHRUN), "--nnodes", "2", "--nproc-per-node", "1"]
+        command += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]
+        command += ["--rdzv-id", name, "-m", "simclr_cli", *args]
+        log = tmp_path / f"{name}-node{node}.log"
+        nodes.append(
+            subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=_environment(),
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    return nodes
+
+
+def _wait(nodes: list[subprocess.Popen], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    try:
+        return [node.wait(timeout=max(0.1, deadline - time.monotonic())) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                _kill_tree(node.pid)
+                node.wait()
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (torchrun starts its ranks in sessions of their own)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The name (field 2) is in parentheses and may hold spaces; the parent comes after.
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [child for child, of in parents.items() if of == parent]
+        found += kids
+        frontier += kids
+    return found
+
+
+def _kill_tree(pid: int) -> None:
+    """A machine that dies: its launcher and its ranks, at once."""
+    for member in [pid, *_children(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+
+
+def _rank_of_node(node: subprocess.Popen) -> int | None:
+    for child in _children(node.pid):
+        with contextlib.suppress(OSError):
+            variables = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            for variable in variables:
+                if variable.startswith(b"RANK="):
+                    return int(variable[len(b"RANK=") :])
+    return None
+
+
+def _losses(out: Path) -> list[tuple[int, float]]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(record["step"], record["loss"]) for record in records if "loss" in record]
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes__train_the_model_of_two_cpu_processes(shapes_dir: Path, tmp_path: Path):
+    flags = [*MULTI_NODE_FLAGS, "--max-steps", "4"]
+    nodes_out, local_out = tmp_path / "nodes", tmp_path / "local"
+    nodes = _start_nodes(
+        tmp_path, ["pretrain", str(shapes_dir), "--out", str(nodes_out), *flags], "nodes"
+    )
+    codes = _wait(nodes, timeout=240)
+    logs = "".join(path.read_text() for path in sorted(tmp_path.glob("*.log")))
+    assert codes == [0, 0], logs[-3000:]
+    command = [sys.executable, "-m", "simclr_cli", "pretrain", str(shapes_dir)]
+    local = subprocess.run(
+        [*command, "--out", str(local_out), *flags, "--cpu-processes", "2"],
+        cwd=REPO,
+        env=_environment(),
+        capture_output=True,
+        timeout=240,
+    )
+    assert local.returncode == 0, local.stderr.decode()[-3000:]
+    # Rank 0 alone wrote the folder; the same steps, the same losses, the same weights.
+    assert (nodes_out / "model.safetensors").exists()
+    assert _losses(nodes_out) == _losses(local_out) and len(_losses(nodes_out)) == 4
+    nodes_model = load_file(str(nodes_out / "model.safetensors"))
+    local_model = load_file(str(local_out / "model.safetensors"))
+    assert nodes_model.keys() == local_model.keys()
+    assert all(torch.equal(nodes_model[k], local_model[k]) for k in local_model)
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes__a_dead_node_stops_the_other_and_both_resume(
+    shapes_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "run"
+    args = ["pretrain", str(shapes_dir), "--out", str(out), *MULTI_NODE_FLAGS]
+    args += ["--max-steps", "16", "--checkpoint-every", "2"]
+    nodes = _start_nodes(tmp_path, args, "first")
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
+            assert all(node.poll() is None for node in nodes), "a node ended before its checkpoint"
+            time.sleep(0.05)
+        # The machine of rank 1 dies; rank 0's must stop by itself, with one clear line.
+        victim = next(node for node in nodes if _rank_of_node(node) == 1)
+        _kill_tree(victim.pid)
+        survivor = next(node for node in nodes if node is not victim)
+        started = time.monotonic()
+        code = survivor.wait(timeout=90)
+    finally:
+        _wait(nodes, timeout=1)
+    assert code != 0 and time.monotonic() - started < 90
+    survivor_log = (tmp_path / f"first-node{nodes.index(survivor)}.log").read_text()
+    assert "lost contact with another process of the job" in survivor_log, survivor_log[-3000:]
+    assert not (out / "model.safetensors").exists()
+    saved = read_checkpoint(out / "checkpoint.safetensors").position.step
+    assert saved >= 2
+    # The same command with --resume on both machines continues the job from the checkpoint.
+    resumed = _start_nodes(tmp_path, [*args, "--resume"], "resumed")
+    codes = _wait(resumed, timeout=240)
+    logs = "".join(path.read_text() for path in sorted(tmp_path.glob("resumed-*.log")))
+    assert codes == [0, 0], logs[-3000:]
+    assert read_metadata(out / "model.safetensors").steps == 16
+    assert [step for step, _ in _losses(out)] == list(range(1, 17))

@@ -18,12 +18,14 @@ from simclr_cli.core.train.checkpoints import (
     TrainingPosition,
     capture_rng_states,
     flatten_optimizer_state,
+    pack_rng_states,
     read_checkpoint,
     restore_checkpoint,
     restore_rng_states,
     save_checkpoint,
     settings_differences,
     unflatten_optimizer_state,
+    unpack_rng_states,
 )
 from simclr_cli.core.train.optimizers import create_optimizer
 
@@ -79,6 +81,94 @@ def test_capture_rng_states__restores_every_generator():
     assert np.random.standard_normal() == expected[1]
     assert torch.equal(torch.rand(3), expected[2])
     assert torch.equal(torch.rand(2, generator=loader_generator), expected[3])
+
+
+def _states_of_seed(seed: int, loader_generator: torch.Generator):
+    """Every generator seeded from ``seed``, captured: what one rank would save."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    loader_generator.manual_seed(seed)
+    np.random.standard_normal()  # Leaves a cached Gaussian in NumPy's state.
+    return capture_rng_states(loader_generator)
+
+
+def _draws(loader_generator: torch.Generator) -> tuple:
+    return (
+        random.random(),
+        float(np.random.standard_normal()),
+        torch.rand(3).tolist(),
+        torch.rand(2, generator=loader_generator).tolist(),
+    )
+
+
+def test_pack_rng_states__round_trip_is_exact():
+    tensors, structure = _states_of_seed(4, torch.Generator())
+    blob = pack_rng_states((tensors, structure))
+    assert blob.dtype == torch.uint8 and blob.dim() == 1
+    unpacked_tensors, unpacked_structure = unpack_rng_states(blob)
+    assert unpacked_structure == structure and unpacked_tensors.keys() == tensors.keys()
+    assert all(torch.equal(unpacked_tensors[k], v) for k, v in tensors.items())
+
+
+def test_save_checkpoint__each_rank_restores_its_own_generators(tmp_path: Path):
+    model, optimizer = _trained("sgd")
+    loader_generator = torch.Generator()
+    states, expected = [], []
+    for rank in range(3):
+        states.append(_states_of_seed(10 + rank, loader_generator))
+        expected.append(_draws(loader_generator))
+    path = tmp_path / "checkpoint.safetensors"
+    position = TrainingPosition(step=4)
+    save_checkpoint(
+        path,
+        model=model,
+        optimizer=optimizer,
+        position=position,
+        settings={},
+        rank_rng_states=states,
+    )
+    loaded = read_checkpoint(path)
+    assert loaded.rng_world_size == 3
+    assert all(v.dtype == torch.uint8 for k, v in loaded.tensors.items() if k.startswith("rng."))
+    for rank in (2, 0, 1):
+        _states_of_seed(99, loader_generator)
+        restore_checkpoint(
+            loaded, model=model, optimizer=optimizer, loader_generator=loader_generator, rank=rank
+        )
+        assert _draws(loader_generator) == expected[rank], rank
+
+
+def test_restore_checkpoint__rank_missing_from_an_earlier_checkpoint_keeps_its_generators(
+    tmp_path: Path,
+):
+    # A checkpoint of one process's states, as an earlier simclr wrote for every run.
+    model, optimizer = _trained("sgd")
+    loader_generator = torch.Generator()
+    _states_of_seed(1, loader_generator)
+    path = tmp_path / "checkpoint.safetensors"
+    save_checkpoint(
+        path,
+        model=model,
+        optimizer=optimizer,
+        position=TrainingPosition(step=2),
+        settings={},
+        loader_generator=loader_generator,
+    )
+    loaded = read_checkpoint(path)
+    assert loaded.rng_world_size == 1 and loaded.rng_states_of(1) is None
+    _states_of_seed(7, loader_generator)
+    expected = _draws(loader_generator)
+    _states_of_seed(7, loader_generator)
+    restore_checkpoint(
+        loaded, model=model, optimizer=optimizer, loader_generator=loader_generator, rank=1
+    )
+    assert _draws(loader_generator) == expected
+
+
+def test_settings_differences__another_number_of_processes_is_refused():
+    # Resuming with another world size is refused (each rank's generators belong to its rank).
+    assert settings_differences({"world_size": 2}, {"world_size": 4}) == ["world_size 2 -> 4"]
 
 
 def test_save_checkpoint__restores_model_optimizer_and_position(tmp_path: Path):

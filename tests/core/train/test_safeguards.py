@@ -114,6 +114,116 @@ def test_pretrain__sigterm_checkpoints_and_resume_is_bitwise_identical(
     _assert_bitwise_equal(result.model_path, reference_model)
 
 
+#: Two gloo ranks, 24 images in global batches of 8 (4 a rank): 3 steps per epoch, a checkpoint
+#: at step 4, in the middle of the second epoch.
+TWO_RANK_SETTINGS = {
+    "max_steps": 8,
+    "seed": 0,
+    "checkpoint_every": "4",
+    "log_every": 1,
+    "cpu_processes": 2,
+}
+
+#: ``python SCRIPT DATA OUT new|resume``, RUN_SETTINGS in JSON: a 2-rank run whose rank 0 dies
+#: by SIGKILL after step KILL_AFTER_STEP, and whose ranks write the augmentation parameters of
+#: their first batch to PARAMS_DIR/rank<R>.safetensors. Spawned ranks import this script as
+#: their main module, so the patches reach them.
+TWO_RANK_SCRIPT = """
+import json, os, signal, sys
+from pathlib import Path
+from safetensors.torch import save_file
+from simclr_cli.core.augment.batched import BatchAugmenter
+from simclr_cli.core.train import safeguards
+
+KILL_AFTER_STEP = int(os.environ.get("KILL_AFTER_STEP", "0"))
+PARAMS_DIR = os.environ.get("PARAMS_DIR")
+real_after_step = safeguards.RunGuard.after_step
+real_sample = BatchAugmenter.sample
+
+def after_step_then_die(self, *, step, **kwargs):
+    real_after_step(self, step=step, **kwargs)
+    if self.is_main and step == KILL_AFTER_STEP:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def sample_and_record(self, sizes):
+    params = real_sample(self, sizes)
+    if PARAMS_DIR:
+        path = Path(PARAMS_DIR) / f"rank{os.environ.get('RANK', '0')}.safetensors"
+        if not path.exists():
+            save_file({k: v.contiguous() for k, v in vars(params).items()}, str(path))
+    return params
+
+safeguards.RunGuard.after_step = after_step_then_die
+BatchAugmenter.sample = sample_and_record
+
+if __name__ == "__main__":
+    from simclr_cli.core.train.loop import pretrain
+    from tests.conftest import tiny_config
+    settings = json.loads(os.environ["RUN_SETTINGS"])
+    resume = sys.argv[3] == "resume"
+    pretrain(config=tiny_config(sys.argv[1], sys.argv[2], resume=resume, **settings))
+"""
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An uninterrupted 2-rank run, and one killed after its checkpoint at step 4 and resumed.
+
+    Returns:
+        ``reference`` and ``resumed``: their model files; ``params``: the folder of each rank's
+        augmentation parameters of the first batch after the resume.
+    """
+    root = tmp_path_factory.mktemp("two_ranks")
+    reference = pretrain(config=tiny_config(shapes_dir, root / "reference", **TWO_RANK_SETTINGS))
+    script = root / "two_ranks.py"
+    script.write_text(TWO_RANK_SCRIPT)
+    out, params = root / "run", root / "params"
+    params.mkdir()
+
+    def run(mode: str, **variables: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(script), str(shapes_dir), str(out), mode],
+            cwd=REPO,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO),
+                "RUN_SETTINGS": json.dumps(TWO_RANK_SETTINGS),
+                **variables,
+            },
+            capture_output=True,
+            timeout=300,
+        )
+
+    killed = run("new", KILL_AFTER_STEP="6")
+    assert killed.returncode != 0, killed.stderr.decode()[-2000:]
+    assert "rank 0 of 2 was killed by SIGKILL" in killed.stderr.decode()
+    assert not (out / "model.safetensors").exists()
+    checkpoint = read_checkpoint(out / "checkpoint.safetensors")
+    assert (checkpoint.position.step, checkpoint.rng_world_size) == (4, 2)
+    resumed = run("resume", PARAMS_DIR=str(params))
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    resumed_model = out / "model.safetensors"
+    return {"reference": reference.model_path, "resumed": resumed_model, "params": params}
+
+
+@pytest.mark.slow
+def test_pretrain__two_ranks_resume_after_sigkill_is_bitwise_identical(
+    two_rank_runs: dict[str, Path],
+):
+    assert model_files.read_metadata(two_rank_runs["resumed"]).steps == 8
+    _assert_bitwise_equal(two_rank_runs["resumed"], two_rank_runs["reference"])
+
+
+@pytest.mark.slow
+def test_pretrain__two_ranks_augment_differently_after_resume(two_rank_runs: dict[str, Path]):
+    # The images are all 32 px, so with the same generator state both ranks would draw the same
+    # crops, flips and colours for the first batch after the resume.
+    rank_0, rank_1 = (_tensors(two_rank_runs["params"] / f"rank{r}.safetensors") for r in (0, 1))
+    assert torch.equal(rank_0["source_sizes"], rank_1["source_sizes"])
+    assert not torch.equal(rank_0["crops"], rank_1["crops"])
+    assert not torch.equal(rank_0["factors"], rank_1["factors"])
+
+
 def test_stop_signals__second_sigint_interrupts_at_once():
     # The handler in place before (Python's default, or SIG_IGN in a background job) comes back.
     before = signal.getsignal(signal.SIGINT)
