@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simclr_cli.cli.app import app
+from tests.cli.test_json import check_keys
 
 runner = CliRunner()
 
@@ -20,6 +21,7 @@ def test_shard__writes_shards_with_labels(shapes_dir: Path, tmp_path: Path):
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
+    check_keys("shard", document)
     assert document["images"] == 24 and len(document["shards"]) > 1
     assert document["classes"] == ["circle", "square", "stripes"]
     assert sorted(path.name for path in out.iterdir())[-1] == "shard-" + (
