@@ -82,7 +82,8 @@ TrainFolderOption = Annotated[
     Path,
     typer.Option(
         "--train",
-        help="Labelled folder: one sub-folder of images per class.",
+        help="Labelled folder: one sub-folder of images per class; or tar shards with cls "
+        "members (named in classes.json) or class folders in the member names.",
         show_default=False,
     ),
 ]

@@ -26,6 +26,8 @@ TASK_LABELS = {
     "finetune": "Fine-tuning",
     "predict": "Classifying",
     "export": "Exporting",
+    "shard": "Writing shards",
+    "shards": "Reading shards",
 }
 
 

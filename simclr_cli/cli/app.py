@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import demo, embed, finetune, predict, pretrain, probe, visualize_aug
+from . import demo, embed, finetune, predict, pretrain, probe, shard, visualize_aug
 from . import export as export_cli
 from . import info as info_cli
 from . import report as report_cli
@@ -42,6 +42,7 @@ COMMANDS: list[tuple[str, Callable[..., None], str | None]] = [
     ("report", report_cli.report_command, report_cli.EPILOG),
     ("info", info_cli.info_command, info_cli.EPILOG),
     ("export", export_cli.export_command, export_cli.EPILOG),
+    ("shard", shard.shard_command, shard.EPILOG),
 ]
 for name, function, epilog in COMMANDS:
     app.command(name, cls=ReportingCommand, epilog=epilog)(function)

@@ -63,7 +63,9 @@ def embed_command(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            help="Image files and/or folders (searched recursively).", show_default=False
+            help="Image files and/or folders (searched recursively), or WebDataset tar shards "
+            "(a .tar, a folder of them or a brace pattern).",
+            show_default=False,
         ),
     ],
     projection: Annotated[

@@ -105,7 +105,10 @@ def pretrain_command(
     data: Annotated[
         Path,
         typer.Argument(
-            help="Folder of images, searched recursively; labels are ignored.", show_default=False
+            help="Folder of images, searched recursively; labels are ignored. Or WebDataset tar "
+            "shards: a .tar, a folder of them, or a pattern such as "
+            "'shards/shard-{000000..000099}.tar'.",
+            show_default=False,
         ),
     ],
     out: Annotated[

@@ -9,6 +9,7 @@
 - ``parse_duration``, ``format_duration`` and ``parse_interval``: ``--time-budget 1h30m`` and
   ``--checkpoint-every 1h30m`` read the same way; ``--checkpoint-every 500`` is a step count.
 - ``prepare_output``: the one check of every output folder or file (``--force`` to replace).
+- ``parse_size``: sizes in bytes such as ``1GB``, ``500MB``, ``2GiB`` or ``2e9``.
 """
 
 from __future__ import annotations
@@ -226,6 +227,50 @@ def parse_duration(text: str | float | int, *, flag: str = "--time-budget") -> f
     if not seconds > 0 or math.isinf(seconds):
         raise ConfigError(f"{flag} {text!r} must be a positive duration, such as 10m", flag=flag)
     return seconds
+
+
+#: Multipliers of the size units, decimal (``GB``) and binary (``GiB``); case is ignored.
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)")
+
+
+def parse_size(text: str | int | float, *, flag: str = "--shard-size") -> int:
+    """Read a size in bytes such as ``1GB``, ``500MB``, ``2GiB``, ``2e9`` or ``4096``.
+
+    Args:
+        text: The size, or a number of bytes.
+        flag: The flag it came from, named in the error.
+
+    Returns:
+        The size in bytes.
+
+    Raises:
+        ConfigError: When the text is not a positive size.
+    """
+    match = _SIZE.fullmatch(str(text).strip().lower())
+    if match is None or match.group(2) not in _SIZE_UNITS:
+        raise ConfigError(
+            f"{flag} {text!r} is not a size; write it like 1GB, 500MB or 2GiB", flag=flag
+        )
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    if size <= 0:
+        raise ConfigError(f"{flag} {text!r} must be a positive size, such as 1GB", flag=flag)
+    return size
 
 
 def format_duration(seconds: float) -> str:

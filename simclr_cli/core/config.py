@@ -12,7 +12,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ._io import parse_interval
+from ._io import parse_interval, parse_size
 from .choices import (
     BadImagePolicy,
     CacheMode,
@@ -204,6 +204,29 @@ class EmbedConfig:
         _positive("--batch-size", self.batch_size)
         if not self.inputs:
             raise ConfigError("give at least one image file or folder to embed")
+
+
+@dataclass
+class ShardConfig:
+    """Inputs of ``write_shards`` (``simclr shard``): a folder of images and where to write."""
+
+    data: Path
+    out: Path
+    shard_size: str = "1GB"
+    labels: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.data = Path(self.data)
+        self.out = Path(self.out)
+
+    def validate(self) -> None:
+        """Refuse impossible values.
+
+        Raises:
+            ConfigError: When the shard size is not a positive size.
+        """
+        parse_size(self.shard_size, flag="--shard-size")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from simclr_cli.core.config import (
     PredictConfig,
     PretrainConfig,
     ProbeConfig,
+    ShardConfig,
     VisualizeConfig,
 )
 
@@ -32,6 +33,7 @@ CONFIGS: dict[str, type | None] = {
     "predict": PredictConfig,
     "visualize-aug": VisualizeConfig,
     "export": ExportConfig,
+    "shard": ShardConfig,
     "report": None,
     "info": None,
 }
@@ -101,7 +103,8 @@ def test_options__every_choice_is_an_enum():
             default = parameter.default
             if isinstance(default, str) and not isinstance(default, Enum):
                 # Free text (a backbone name, a duration); a choice would be an Enum member.
-                assert _long_flag(parameter) in {"--backbone", "--checkpoint-every"}, name
+                free_text = {"--backbone", "--checkpoint-every", "--shard-size"}
+                assert _long_flag(parameter) in free_text, name
 
 
 def test_default_of__gives_defaults_and_fresh_factories():

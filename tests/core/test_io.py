@@ -17,6 +17,7 @@ from simclr_cli.core._io import (
     format_duration,
     parse_duration,
     parse_interval,
+    parse_size,
     write_png,
 )
 from simclr_cli.core.errors import ConfigError, DataError, DiskFullError
@@ -152,3 +153,17 @@ def test_parse_interval__bad_text_names_the_flag(text: str):
 @pytest.mark.parametrize("text", ["1h30m", "90s", "10m", "2h"])
 def test_parse_interval__reads_durations_as_parse_duration_does(text: str):
     assert parse_interval(text).seconds == parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1GB", 10**9), ("500MB", 5 * 10**8), ("2GiB", 2 * 1024**3), ("2e9", 2 * 10**9), (4096, 4096)],
+)
+def test_parse_size__units(text: str | int, size: int):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["big", "1XB", "0", "-1GB", ""])
+def test_parse_size__bad_text_says_how_to_write_it(text: str):
+    with pytest.raises(ConfigError, match="--shard-size"):
+        parse_size(text)

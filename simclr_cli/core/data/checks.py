@@ -64,7 +64,7 @@ def check_image_header(path: Path) -> str | None:
         return error.strerror or type(error).__name__
     if not head:
         return "empty file"
-    if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+    if looks_like_image(head):
         return None
     try:
         with Image.open(path):
@@ -73,6 +73,11 @@ def check_image_header(path: Path) -> str | None:
         return "not an image file"
     except Image.DecompressionBombError:
         return None  # The decoder refuses it with the pixel count, when it is met.
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether the first bytes of a file are those of a common image format (16 bytes suffice)."""
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def scan_images(paths: Sequence[Path]) -> tuple[list[Path], list[BadImage]]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .files import load_rgb
+from .files import ImageSource, load_rgb, open_source
 
 #: Stored images keep their short side at most this multiple of the view size.
 SOURCE_SIDE_FACTOR = 1.5
@@ -26,7 +25,7 @@ def source_side_bound(image_size: int) -> int:
     return max(image_size, math.ceil(SOURCE_SIDE_FACTOR * image_size))
 
 
-def decode_for_training(path: Path, *, max_short_side: int) -> torch.Tensor:
+def decode_for_training(path: ImageSource, *, max_short_side: int) -> torch.Tensor:
     """Decode an image as uint8 RGB with its short side at most ``max_short_side``.
 
     JPEGs are decoded in draft mode: libjpeg's DCT scaling (1/2, 1/4, 1/8) picks the smallest
@@ -35,7 +34,7 @@ def decode_for_training(path: Path, *, max_short_side: int) -> torch.Tensor:
     bilinear filter. Other formats, EXIF orientation and odd modes go through ``load_rgb``.
 
     Args:
-        path: The image file.
+        path: The image file, or an image member of a tar shard.
         max_short_side: Bound on the short side of the result.
 
     Returns:
@@ -56,11 +55,11 @@ def decode_for_training(path: Path, *, max_short_side: int) -> torch.Tensor:
     return array.view(image.size[1], image.size[0], 3).permute(2, 0, 1).contiguous()
 
 
-def _open_draft(path: Path, max_short_side: int) -> Image.Image:
+def _open_draft(path: ImageSource, max_short_side: int) -> Image.Image:
     # Draft mode only for plain JPEGs without an EXIF rotation; everything else takes the
     # foundation's careful path (transparency, 16-bit, orientation).
     try:
-        with Image.open(path) as image:
+        with Image.open(open_source(path)) as image:
             if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
                 orientation = image.getexif().get(0x0112, 1)
                 if orientation in (0, 1):

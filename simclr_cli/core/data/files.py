@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,6 +18,28 @@ from ..errors import DataError, ImageDecodeError
 
 #: File suffixes read as images, compared case-insensitively.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+class ImageMember(Protocol):
+    """An image stored inside another file (a member of a tar shard, see ``shards.py``).
+
+    ``str()`` of it names it in messages (``shard.tar:cat/0001.jpg``).
+    """
+
+    def read_bytes(self) -> bytes:
+        """The member's encoded image (JPEG, PNG, ...)."""
+        ...
+
+
+#: What the decoders take: an image file, or an image member of a shard.
+ImageSource = Path | ImageMember
+
+
+def open_source(source: ImageSource) -> Path | IO[bytes]:
+    """What Pillow opens for a source: the path of a file, or the bytes of a shard member."""
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source)
+    return io.BytesIO(source.read_bytes())
 
 
 def max_image_pixels() -> int:
@@ -125,11 +148,11 @@ def find_labeled_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Decode an image file as RGB with its EXIF orientation applied.
+def load_rgb(path: ImageSource) -> Image.Image:
+    """Decode an image file (or a shard member) as RGB with its EXIF orientation applied.
 
     Args:
-        path: The image file.
+        path: The image file, or an image member of a tar shard.
 
     Returns:
         A fully decoded RGB PIL image.
@@ -143,7 +166,7 @@ def load_rgb(path: Path) -> Image.Image:
         # Pillow warns about images over its pixel limit; a warning raised is a refusal.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image_file = Image.open(path)
+            image_file = Image.open(open_source(path))
         with image_file as opened:
             image: Image.Image = opened  # Becomes a plain image once transposed or converted.
             pixels = image.width * image.height
@@ -191,8 +214,9 @@ class EvalDataset(Dataset):
         transform: Deterministic transform from a PIL image to a tensor (3, S, S).
     """
 
-    def __init__(self, paths: Sequence[Path], transform: Callable[[Any], torch.Tensor]):
-        self.paths = list(paths)
+    def __init__(self, paths: Sequence[ImageSource], transform: Callable[[Any], torch.Tensor]):
+        # A shard index is kept as it is: flat arrays, not a list of members.
+        self.paths = paths if not isinstance(paths, list | tuple) else list(paths)
         self.transform = transform
 
     def __len__(self) -> int:

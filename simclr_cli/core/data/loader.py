@@ -28,6 +28,7 @@ from ..errors import ImageDecodeError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checks import BadImage
 from .decode import decode_for_training, source_side_bound, stack_images
+from .files import ImageSource
 from .sampler import ResumableRandomSampler
 
 #: Share of the available memory that ``--cache auto`` may fill.
@@ -68,12 +69,12 @@ class DecodedImageDataset(Dataset):
     """Images decoded for training: ``(index, uint8 (3, H, W))``, or ``(index, None)`` when bad.
 
     Args:
-        paths: Image files.
+        paths: Image files, or the image members of tar shards (a ``ShardIndex``).
         max_short_side: Bound on the short side of the decoded images.
     """
 
-    def __init__(self, paths: Sequence[Path], *, max_short_side: int):
-        self.paths = list(paths)
+    def __init__(self, paths: Sequence[ImageSource], *, max_short_side: int):
+        self.paths = _as_sequence(paths)
         self.max_short_side = max_short_side
 
     def __len__(self) -> int:
@@ -84,6 +85,11 @@ class DecodedImageDataset(Dataset):
             return index, decode_for_training(self.paths[index], max_short_side=self.max_short_side)
         except ImageDecodeError as error:
             return index, BadImage(str(self.paths[index]), error.reason)
+
+
+def _as_sequence(paths: Sequence[ImageSource]) -> Sequence[ImageSource]:
+    # A shard index stays flat arrays (workers share them); other sequences become a list.
+    return list(paths) if isinstance(paths, list | tuple) else paths
 
 
 def collate_images(samples: list[tuple[int, torch.Tensor | BadImage | None]]) -> ImageBatch:
@@ -186,7 +192,7 @@ class TrainImageLoader:
     once every image has been seen, epochs are gathered from memory in the main process.
 
     Args:
-        paths: Image files.
+        paths: Image files, or the image members of tar shards (a ``ShardIndex``).
         image_size: Side of the training views (sets the stored size bound).
         batch_size: Images per batch; the last incomplete batch of an epoch is dropped.
         workers: Decoding processes of the streaming DataLoader.
@@ -200,7 +206,7 @@ class TrainImageLoader:
 
     def __init__(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[ImageSource],
         *,
         image_size: int,
         batch_size: int,
@@ -213,7 +219,7 @@ class TrainImageLoader:
         cache_budget: int | None = None,
     ):
         self.sampler = sampler
-        self.paths = list(paths)
+        self.paths = _as_sequence(paths)
         self.batch_size = batch_size
         self.generator = generator
         self.mode = CacheMode(getattr(cache, "value", cache))

@@ -21,7 +21,9 @@ from .._io import atomic_write
 from .._runtime import resolve_device
 from ..augment.eval import create_eval_transform
 from ..config import EmbedConfig
-from ..data.files import EvalDataset, collect_inputs, load_rgb
+from ..data.checks import describe_bad_images
+from ..data.files import EvalDataset, ImageSource, collect_inputs, load_rgb
+from ..data.shards import index_shards, is_shard_input
 from ..errors import ConfigError, DataError
 from ..model.files import load_model
 from ..model.simclr import ModelMetadata, SimCLRModel
@@ -33,13 +35,14 @@ class EmbedResult:
     """Embeddings of a list of images.
 
     Attributes:
-        paths: The image files, in the order of the rows.
+        paths: The image files (or shard members, ``shard.tar:cat/0001.jpg``), in the order of
+            the rows.
         embeddings: Array of shape (len(paths), D), float32.
         projection: Whether the rows are head outputs rather than backbone features.
         metadata: The model's metadata.
     """
 
-    paths: list[Path]
+    paths: Sequence[ImageSource]
     embeddings: np.ndarray
     projection: bool
     metadata: ModelMetadata
@@ -58,7 +61,7 @@ def eval_transform_for(metadata: ModelMetadata):
 @torch.no_grad()
 def extract_features(
     network: nn.Module,
-    paths: Sequence[Path],
+    paths: Sequence[ImageSource],
     *,
     metadata: ModelMetadata,
     batch_size: int = 64,
@@ -71,7 +74,7 @@ def extract_features(
 
     Args:
         network: Maps (B, 3, S, S) to (B, D); put in eval mode here.
-        paths: Image files.
+        paths: Image files, or the image members of tar shards (a ``ShardIndex``).
         metadata: Gives image size, crop and normalisation.
         batch_size: Images per forward pass.
         workers: Decoding processes.
@@ -291,7 +294,7 @@ def _embed_with_config(
     config.validate()
     device = resolve_device(config.device)
     model = load_model(config.model, device=device)
-    paths = collect_inputs(config.inputs)
+    paths = embed_inputs(config.inputs, progress=progress)
     network = nn.Sequential(model.backbone, model.head) if config.projection else model.backbone
     embeddings = extract_features(
         network,
@@ -303,6 +306,32 @@ def _embed_with_config(
         progress=progress,
     )
     return EmbedResult(paths, embeddings, config.projection, model.metadata)
+
+
+def embed_inputs(
+    inputs: Sequence[Path], *, progress: ProgressCallback = null_progress
+) -> Sequence[ImageSource]:
+    """The images of ``embed``'s inputs: files, folders and tar shards, in the order given.
+
+    Shards that are missing or damaged, and members that are not images, are skipped with one
+    line; one shard input on its own stays a ``ShardIndex`` (flat arrays).
+
+    Raises:
+        DataError: For a missing input, an empty folder or shards without a readable image.
+    """
+    sources: list[ImageSource] = []
+    for item in inputs:
+        if not is_shard_input(item):
+            sources.extend(collect_inputs([item]))
+            continue
+        index, bad = index_shards(item)
+        if bad:
+            text = f"{len(bad)} shards or members of {item} skipped: {describe_bad_images(bad)}"
+            progress(ProgressEvent("message", "embed", text=text))
+        if len(inputs) == 1:
+            return index
+        sources.extend(index)
+    return sources
 
 
 def write_embeddings(result: EmbedResult, path: Path) -> None:

@@ -26,7 +26,7 @@ from .._runtime import autocast, resolve_device, resolve_precision, seed_everyth
 from .._threads import default_workers, use_idle_cores
 from ..config import FinetuneConfig
 from ..constants import SMALL_IMAGE_SIZE
-from ..data.files import load_rgb
+from ..data.files import ImageSource, load_rgb
 from ..model.classifier import ClassifierModel, create_classifier, save_classifier
 from ..model.files import load_model
 from ..model.simclr import ModelMetadata
@@ -34,7 +34,7 @@ from ..progress import ProgressCallback, ProgressEvent, null_progress
 from ..schedule import learning_rate_at
 from .embed import eval_transform_for
 from .knn import topk_accuracy
-from .splits import label_fraction_subset, load_train_val
+from .splits import label_fraction_subset, load_train_val, report_skipped_members
 
 #: Learning rate per 256 images of batch: the classifier alone, and the whole network.
 BASE_LEARNING_RATE = {"frozen": 0.1, "full": 0.05}
@@ -89,13 +89,14 @@ class LabeledDataset(Dataset):
     """Images with integer labels, through a transform; unreadable files raise.
 
     Args:
-        paths: Image files.
+        paths: Image files, or the image members of tar shards (a ``ShardIndex``).
         labels: One label per file.
         transform: From a PIL image to a tensor (3, S, S).
     """
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform: Callable):
-        self.paths = list(paths)
+    def __init__(self, paths: Sequence[ImageSource], labels: Sequence[int], transform: Callable):
+        # A shard index stays flat arrays, which the loader workers share without copying.
+        self.paths = list(paths) if isinstance(paths, list | tuple) else paths
         self.labels = list(labels)
         self.transform = transform
 
@@ -184,6 +185,7 @@ def finetune(
     train, val = load_train_val(
         config.train, config.val, val_fraction=config.val_fraction, seed=config.seed
     )
+    report_skipped_members(train, val, progress=progress, task="finetune")
     train = train.subset(
         label_fraction_subset(train.labels, fraction=config.label_fraction, seed=config.seed)
     )

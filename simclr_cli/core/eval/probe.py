@@ -22,7 +22,7 @@ from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .embed import extract_features
 from .knn import knn_accuracy, topk_accuracy
 from .linear import fit_linear_probe
-from .splits import load_train_val
+from .splits import load_train_val, report_skipped_members
 
 
 @dataclass
@@ -105,6 +105,7 @@ def probe(*, config: ProbeConfig, progress: ProgressCallback = null_progress) ->
     train, val = load_train_val(
         config.train, config.val, val_fraction=config.val_fraction, seed=config.seed
     )
+    report_skipped_members(train, val, progress=progress, task="probe")
     model, description = create_probe_model(config, device)
 
     # Features of both splits, once; the evaluations below reuse them.

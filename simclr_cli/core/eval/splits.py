@@ -1,40 +1,54 @@
 """Labelled image folders for evaluation: checked class lists and seeded per-class splits.
 
-Evaluation reads labels from class sub-folders (``train/cat/*.jpg``). Everything here is
-deterministic for a given seed, so that two runs of ``probe`` or ``finetune`` see the same images.
+Evaluation reads labels from class sub-folders (``train/cat/*.jpg``), or from tar shards: each
+sample's ``cls`` member (named by ``classes.json``) or the first folder of its name. Everything
+here is deterministic for a given seed, so that two runs of ``probe`` or ``finetune`` see the
+same images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..data.files import _walk_images, find_labeled_images
+from ..data.checks import BadImage, describe_bad_images
+from ..data.files import ImageSource, _walk_images, find_labeled_images
+from ..data.shards import ShardIndex, index_shards, is_shard_input, shard_labels
 from ..errors import DataError
+from ..progress import ProgressCallback, ProgressEvent
 
 
 @dataclass
 class LabeledImages:
-    """Image paths with integer labels into ``classes``."""
+    """Image paths (or shard members) with integer labels into ``classes``.
 
-    paths: list[Path]
+    ``bad`` lists the shards and members skipped as missing, damaged or not images.
+    """
+
+    paths: Sequence[ImageSource]
     labels: list[int]
     classes: list[str]
+    bad: list[BadImage] = field(default_factory=list)
 
     def subset(self, indices: np.ndarray | list[int]) -> LabeledImages:
         """The images at ``indices``, in that order, with the same class list."""
-        return LabeledImages(
-            [self.paths[i] for i in indices], [self.labels[i] for i in indices], self.classes
-        )
+        paths: Sequence[ImageSource]
+        if isinstance(self.paths, ShardIndex):
+            paths = self.paths.take(indices)
+        else:
+            paths = [self.paths[i] for i in indices]
+        return LabeledImages(paths, [self.labels[i] for i in indices], self.classes, self.bad)
 
 
 def find_classified_images(root: Path, *, flag: str = "--train") -> LabeledImages:
     """List a class-folder dataset and refuse folders that cannot train a classifier.
 
     Args:
-        root: A folder with one sub-folder of images per class.
+        root: A folder with one sub-folder of images per class, or tar shards (labels from
+            their ``cls`` members or the first folder of the member names).
         flag: The option the folder came from, for the messages.
 
     Returns:
@@ -43,19 +57,36 @@ def find_classified_images(root: Path, *, flag: str = "--train") -> LabeledImage
     Raises:
         DataError: When a class folder holds no image or there are fewer than two classes.
     """
-    root = Path(root)
-    paths, labels, classes = find_labeled_images(root)
-    empty = [name for name in classes if not any(_walk_images(root / name))]
-    if empty:
-        raise DataError(
-            f"{flag} {root}: class folder {empty[0]!r} holds no images; add images or remove it"
-        )
+    bad: list[BadImage] = []
+    paths: Sequence[ImageSource]
+    if is_shard_input(root):
+        paths, bad = index_shards(root)
+        labels, classes = shard_labels(paths, root, flag=flag)
+    else:
+        root = Path(root)
+        paths, labels, classes = find_labeled_images(root)
+        empty = [name for name in classes if not any(_walk_images(root / name))]
+        if empty:
+            raise DataError(
+                f"{flag} {root}: class folder {empty[0]!r} holds no images; add images or remove it"
+            )
     if len(classes) < 2:
         raise DataError(
             f"{flag} {root} has a single class ({classes[0]!r}); a classifier needs at least two "
             "class sub-folders"
         )
-    return LabeledImages(paths, labels, classes)
+    return LabeledImages(paths, labels, classes, bad)
+
+
+def report_skipped_members(*splits: LabeledImages, progress: ProgressCallback, task: str) -> None:
+    """One line about the shards and members the splits skipped (damaged, or not images)."""
+    bad = {item.path: item for split in splits for item in split.bad}
+    if bad:
+        text = (
+            f"{len(bad)} shards or members skipped as unreadable: "
+            f"{describe_bad_images(list(bad.values()))}"
+        )
+        progress(ProgressEvent("message", task, text=text))
 
 
 def check_same_classes(train: LabeledImages, val: LabeledImages, *, val_dir: Path) -> None:

@@ -26,6 +26,7 @@ from ..constants import DEFAULT_BATCH_SIZE
 from ..data.checks import BadImage, describe_bad_images, refuse_bad_images, scan_images
 from ..data.files import find_images
 from ..data.loader import cache_budget_bytes
+from ..data.shards import ShardIndex, index_shards, is_shard_input
 from ..distributed.ranks import (
     ProcessPlan,
     RankContext,
@@ -50,7 +51,8 @@ class RunPlan:
     """What a pretraining run decided before building anything.
 
     Attributes:
-        images: The training images that passed the header scan.
+        images: The training images that passed the header scan: files, or the image members
+            of tar shards (a ``ShardIndex``).
         bad_images: Files the scan found unusable (skipped and listed, or refused).
         processes: How the run is spread over processes (``plan_processes``).
         context: This process's place in the job (``SINGLE_PROCESS`` outside one).
@@ -75,7 +77,7 @@ class RunPlan:
             loop has decided (by measuring, from the cache, or by rule).
     """
 
-    images: tuple[Path, ...] = field(repr=False)
+    images: tuple[Path, ...] | ShardIndex = field(repr=False)
     bad_images: tuple[BadImage, ...] = field(repr=False)
     processes: ProcessPlan
     context: RankContext
@@ -284,7 +286,7 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
     if weight_decay is None:
         weight_decay = DEFAULT_WEIGHT_DECAY[config.optimizer]
     return RunPlan(
-        images=tuple(images),
+        images=images if isinstance(images, ShardIndex) else tuple(images),
         bad_images=tuple(bad_images),
         processes=processes,
         context=context,
@@ -313,9 +315,16 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
     )
 
 
-def _training_images(config: PretrainConfig) -> tuple[list[Path], list[BadImage]]:
-    # Files that cannot be images at all are found now, before the first step.
-    paths, bad_images = scan_images(find_images(config.data))
+def _training_images(
+    config: PretrainConfig,
+) -> tuple[list[Path] | ShardIndex, list[BadImage]]:
+    # Files that cannot be images at all are found now, before the first step; in tar shards,
+    # the members (read from the tar headers) and missing or damaged shards.
+    paths: list[Path] | ShardIndex
+    if is_shard_input(config.data):
+        paths, bad_images = index_shards(config.data)
+    else:
+        paths, bad_images = scan_images(find_images(config.data))
     if config.on_bad_image.value == "fail":
         refuse_bad_images(bad_images, config.data)
     if not paths:

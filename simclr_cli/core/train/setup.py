@@ -21,6 +21,7 @@ from ..config import PretrainConfig
 from ..constants import DEFAULT_MEAN, DEFAULT_STD
 from ..data.loader import DataWaitGauge, TrainImageLoader
 from ..data.sampler import ResumableRandomSampler
+from ..data.shards import ShardEpochSampler, ShardIndex
 from ..distributed.batch_norm import prepare_model
 from ..distributed.collectives import average_across_ranks
 from ..distributed.ranks import RankContext
@@ -163,9 +164,16 @@ def build_data(
     """
     context = plan.context
     generator = torch.Generator().manual_seed(config.seed + context.rank)
-    sampler = ResumableRandomSampler(
-        plan.num_images, seed=config.seed, rank=context.rank, world_size=context.world_size
-    )
+    sampler: ResumableRandomSampler
+    if isinstance(plan.images, ShardIndex):
+        # Tar shards: a seeded shard order, a contiguous share of the members per rank.
+        sampler = ShardEpochSampler(
+            plan.images.counts(), seed=config.seed, rank=context.rank, world_size=context.world_size
+        )
+    else:
+        sampler = ResumableRandomSampler(
+            plan.num_images, seed=config.seed, rank=context.rank, world_size=context.world_size
+        )
     loader = TrainImageLoader(
         plan.images,
         image_size=config.image_size,

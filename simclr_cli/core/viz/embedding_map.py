@@ -21,6 +21,8 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from .._io import check_png_path, write_png
+from ..data.files import ImageSource, open_source
+from ..data.shards import ShardMember
 from ..errors import ConfigError, DataError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .plots import (
@@ -147,14 +149,20 @@ def project_2d(
     return points, used
 
 
-def folder_labels(paths: Sequence[Path]) -> list[str]:
-    """The parent folder name of each path (what a class folder layout calls its label)."""
-    return [Path(p).parent.name for p in paths]
+def folder_labels(paths: Sequence[ImageSource]) -> list[str]:
+    """The parent folder name of each path (what a class folder layout calls its label).
+
+    For a member of a tar shard, the folder of its name inside the shard.
+    """
+    return [
+        Path(p.name).parent.name if isinstance(p, ShardMember) else Path(str(p)).parent.name
+        for p in paths
+    ]
 
 
-def _thumbnail(path: Path, size: int) -> Image.Image:
+def _thumbnail(path: ImageSource, size: int) -> Image.Image:
     """The image shrunk to fit a ``size`` square (aspect ratio kept)."""
-    with Image.open(path) as opened:
+    with Image.open(open_source(path)) as opened:
         opened.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster.
         image = ImageOps.exif_transpose(opened).convert("RGB")
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
@@ -162,7 +170,7 @@ def _thumbnail(path: Path, size: int) -> Image.Image:
 
 
 def render_embedding_map(
-    paths: Sequence[Path],
+    paths: Sequence[ImageSource],
     coordinates: np.ndarray,
     *,
     title: str,
@@ -259,7 +267,7 @@ def render_embedding_map(
     frame = 2 if colors else 1
     progress(ProgressEvent("start", "map", total=count))
     for done, index in enumerate(order, start=1):
-        thumbnail = _thumbnail(Path(paths[index]), thumbnail_size)
+        thumbnail = _thumbnail(paths[index], thumbnail_size)
         x, y = to_pixel(*points[index])
         left, top = round(x - thumbnail.width / 2), round(y - thumbnail.height / 2)
         color = (
@@ -293,7 +301,7 @@ def render_embedding_map(
 
 
 def create_embedding_map(
-    paths: Sequence[Path],
+    paths: Sequence[ImageSource],
     embeddings: np.ndarray,
     *,
     method: MapMethod | str = MapMethod.auto,
@@ -342,7 +350,7 @@ def create_embedding_map(
 
 
 def save_embedding_map(
-    paths: Sequence[Path],
+    paths: Sequence[ImageSource],
     embeddings: np.ndarray,
     path: Path,
     *,
