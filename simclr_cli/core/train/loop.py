@@ -250,7 +250,7 @@ def _pretrain(
             for batch in gauge.timed(data.loader):
                 skipped += guard.note_batch(batch.bad)
                 # Two augmented views of every image; every rank agrees on the batch size.
-                views_a, views_b = data.augment(batch.images, batch.sizes)
+                views_a, views_b = data.augment(batch.images, batch.sizes, cut=batch.cut)
                 views_a, views_b = agree_batch_size(views_a, views_b, context)
                 if views_a.shape[0] < 2:
                     continue
