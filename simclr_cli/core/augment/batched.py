@@ -17,6 +17,11 @@ the images are on:
   instead of a full RGB->HSV->RGB round trip);
 - conversion to float, scaling and normalisation folded into the last op.
 
+Views cut at decode (large photos, ``data.crop_decode``; ``ImageBatch.cut``) arrive already
+cropped and resized to S: for them the crop is skipped, and the same flip, colour and blur
+follow. Their parameters are drawn as for every view (so the random stream does not depend on
+which images were cut), and their boxes are replaced by the boxes they were cut with.
+
 The result equals the reference up to interpolation and rounding: the reference rounds to uint8
 after every colour op, the batched path stays in float (see ``tests/core/augment/test_batched.py``
 for the tolerances). ``BatchAugmenter`` is the object the training loop calls, and the one
@@ -34,6 +39,7 @@ from torchvision.ops import roi_align
 
 from ..choices import Preset
 from ..constants import DEFAULT_MEAN, DEFAULT_STD
+from ..data.crop_decode import CutBatch
 from .batched_ops import (
     HUE_PLANES,
     LEVELS,
@@ -56,6 +62,8 @@ def apply_batch_view_params(
     mean: Sequence[float] | None = DEFAULT_MEAN,
     std: Sequence[float] | None = DEFAULT_STD,
     chunk_bytes: int | None = None,
+    cut_views: torch.Tensor | None = None,
+    cut: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Make the views that ``params`` describe, for a whole batch at once.
 
@@ -71,6 +79,9 @@ def apply_batch_view_params(
             CPU the default (``CPU_CHUNK_BYTES``) keeps a chunk in the core's cache, which made
             the colour ops 10-30x faster at 224 px than whole-batch ops; on a GPU the default is
             the whole batch.
+        cut_views: uint8 (P, 3, S, S): views already cropped and resized (cut at decode).
+        cut: bool (V,): the views made from ``cut_views`` (their ``sources`` index it, their
+            crop boxes are not used); None when there are none.
 
     Returns:
         float32 (V, 3, S, S) on the images' device.
@@ -81,6 +92,9 @@ def apply_batch_view_params(
     if sources is None:
         sources = torch.arange(count, device=device)
     sources = sources.to(device)
+    if cut is not None:
+        cut = cut.to(device)
+        cut_views = None if cut_views is None else cut_views.to(device, non_blocking=True)
     if chunk_bytes is None:
         chunk_bytes = CPU_CHUNK_BYTES if device.type == "cpu" else 2**62
     chunk = max(1, chunk_bytes // (3 * image_size * image_size * 4))
@@ -109,7 +123,13 @@ def apply_batch_view_params(
             rows = order[start : start + chunk]
             part = params.index(rows)
             views = _crop_and_resize(
-                images, part, sources[rows], image_size=image_size, workspace=workspace
+                images,
+                part,
+                sources[rows],
+                image_size=image_size,
+                workspace=workspace,
+                cut_views=cut_views,
+                cut=None if cut is None else cut[rows],
             )
             _augment_views(views, part, group[rows], kernel_size=kernel_size, workspace=workspace)
             if workspace is not None:
@@ -160,14 +180,27 @@ def _crop_and_resize(
     *,
     image_size: int,
     workspace: _Workspace | None = None,
+    cut_views: torch.Tensor | None = None,
+    cut: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Crop, resize to S and flip every view: float (V, 3, S, S) in levels [0, 255].
 
     One ``roi_align`` call resamples all views, except for large views on the CPU: there torch's
     antialiased uint8 resize (SIMD kernels) per view, what the reference does, was 3x faster
     than ``roi_align`` at 224 px, while at 32 px the single batched call was 2.9x faster than a
-    loop over the views (``benchmarks/RESULTS.md``).
+    loop over the views (``benchmarks/RESULTS.md``). Views marked in ``cut`` are taken from
+    ``cut_views`` as they are (then flipped).
     """
+    if cut is not None and cut_views is not None and bool(cut.any()):
+        return _take_cut_views(
+            images,
+            params,
+            sources,
+            image_size=image_size,
+            workspace=workspace,
+            cut_views=cut_views,
+            cut=cut,
+        )
     if _resizes_per_view(images, image_size):
         views = (
             workspace.views[: len(params)]
@@ -196,6 +229,36 @@ def _crop_and_resize(
         images.float(), boxes.float(), output_size=image_size, sampling_ratio=-1, aligned=True
     )
     flip_views(views, params.flips)
+    return views
+
+
+def _take_cut_views(
+    images: torch.Tensor,
+    params: BatchViewParams,
+    sources: torch.Tensor,
+    *,
+    image_size: int,
+    workspace: _Workspace | None,
+    cut_views: torch.Tensor,
+    cut: torch.Tensor,
+) -> torch.Tensor:
+    """``_crop_and_resize`` for a chunk with views cut at decode: those are only flipped."""
+    count = len(params)
+    views = (
+        workspace.views[:count]
+        if workspace is not None
+        else torch.empty(count, 3, image_size, image_size, device=images.device)
+    )
+    kept = (~cut).nonzero()[:, 0]
+    if kept.numel():
+        views[kept] = _crop_and_resize(
+            images, params.index(kept), sources[kept], image_size=image_size
+        )
+    taken = cut.nonzero()[:, 0]
+    cut_part = cut_views.index_select(0, sources[taken]).float()
+    flips = params.flips[taken].to(cut_part.device)
+    flip_views(cut_part, flips)
+    views[taken] = cut_part
     return views
 
 
@@ -279,13 +342,15 @@ class BatchAugmenter:
         return draw_batch_view_params(self.recipe, sizes, generator=self.generator)
 
     def draw(
-        self, images: torch.Tensor, sizes: torch.Tensor
+        self, images: torch.Tensor, sizes: torch.Tensor, *, cut: CutBatch | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, BatchViewParams]:
         """Views a and b as ``__call__`` makes them, and the parameters drawn for them.
 
         Args:
             images: uint8 (B, 3, H, W), edge-padded where smaller (``ImageBatch.images``).
             sizes: int64 (B, 2), each image's height and width before padding.
+            cut: The views of rows cut at decode (``ImageBatch.cut``): not cropped here, and
+                their boxes and source sizes in the parameters are those they were cut with.
 
         Returns:
             Views a and b, float32 (B, 3, S, S) normalised, on ``device``; and the parameters
@@ -295,6 +360,17 @@ class BatchAugmenter:
         images = images.to(self.device, non_blocking=True)
         params = self.sample(torch.cat([sizes, sizes]))
         sources = torch.arange(count, device=self.device).repeat(2)
+        cut_views, cut_mask = None, None
+        if cut is not None and len(cut):
+            # View a of cut image p is cut_views[2p], view b cut_views[2p + 1].
+            rows = torch.cat([cut.rows, cut.rows + count])
+            pieces = torch.arange(len(cut), dtype=torch.int64)
+            params.crops[rows] = torch.cat([cut.crops[:, 0], cut.crops[:, 1]])
+            params.source_sizes[rows] = cut.source_sizes.repeat(2, 1)
+            sources[rows.to(self.device)] = torch.cat([2 * pieces, 2 * pieces + 1]).to(self.device)
+            cut_mask = torch.zeros(2 * count, dtype=torch.bool)
+            cut_mask[rows] = True
+            cut_views = cut.views.reshape(-1, *cut.views.shape[2:])
         views = apply_batch_view_params(
             images,
             params,
@@ -302,15 +378,18 @@ class BatchAugmenter:
             sources=sources,
             mean=self.mean,
             std=self.std,
+            cut_views=cut_views,
+            cut=cut_mask,
         )
         views = views.contiguous(memory_format=self.memory_format)
         return views[:count], views[count:], params
 
     def __call__(
-        self, images: torch.Tensor, sizes: torch.Tensor
+        self, images: torch.Tensor, sizes: torch.Tensor, *, cut: CutBatch | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views a and b (B, 3, S, S), float32 normalised, from uint8 images (B, 3, H, W)."""
-        views_a, views_b, _ = self.draw(images, sizes)
+        """Views a and b (B, 3, S, S), float32 normalised, from uint8 images (B, 3, H, W) and
+        the views cut at decode (``ImageBatch.cut``)."""
+        views_a, views_b, _ = self.draw(images, sizes, cut=cut)
         return views_a, views_b
 
     def micro_batches(

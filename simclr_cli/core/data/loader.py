@@ -8,12 +8,21 @@ augmentation of ``augment/batched.py``, on the training device. With ``--cache a
 their batches from memory with no file I/O and no decode.
 
 The decoding itself, and the bound on the size of the stored images, are in decode.py.
+
+Large photos are cut at decode (with ``--cache off`` and ``auto``): the loader is given a
+``cutter`` (``augment.crop_at_decode.CropAtDecode``, built by the training setup), each image's
+index goes to the worker with a seed of its own (from the run's seed, the epoch and the index),
+and the worker hands back both views already cropped and resized from the full-resolution source
+(``crop_decode.py``), in ``ImageBatch.cut``. Small sources keep the bounded decode, and so does
+every image with ``--cache ram``. Views cut at decode cannot be cached (they change every
+epoch), so ``auto`` stops caching at the first one: it caches data sets of small sources only,
+and its batches are the same whether it caches or not.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -27,6 +36,7 @@ from ..choices import CacheMode
 from ..errors import ImageDecodeError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checks import BadImage
+from .crop_decode import CutBatch, CutViews
 from .decode import decode_for_training, source_side_bound, stack_images
 from .files import ImageSource
 from .sampler import ResumableRandomSampler
@@ -35,6 +45,12 @@ from .sampler import ResumableRandomSampler
 CACHE_MEMORY_SHARE = 0.5
 #: Share of step time spent waiting for data above which the run prints a hint.
 DATA_WAIT_HINT_SHARE = 0.2
+
+#: Decodes one image for training from its path and a seed of its crop boxes: the bounded decode
+#: uint8 (3, H, W), or views cut at decode (``augment.crop_at_decode.CropAtDecode``).
+Cutter = Callable[..., torch.Tensor | CutViews]
+#: Gives the seed of an image's crop boxes from (epoch, index) (``crop_at_decode.view_seed``).
+SeedOf = Callable[[int, int], int]
 
 
 @dataclass
@@ -48,6 +64,8 @@ class ImageBatch:
         indices: int64 (B,), the images' positions in the dataset.
         skipped: Images of this batch dropped because they could not be decoded.
         bad: Those images, with the reason (for ``RUN/skipped.txt``).
+        cut: The views of the rows cut at decode, or None when none was: the augmenter does
+            not crop those rows, whose ``images`` are a 1 x 1 placeholder.
     """
 
     images: torch.Tensor
@@ -55,6 +73,7 @@ class ImageBatch:
     indices: torch.Tensor
     skipped: int
     bad: list[BadImage] = field(default_factory=list)
+    cut: CutBatch | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -62,29 +81,45 @@ class ImageBatch:
     def pin_memory(self) -> ImageBatch:
         """Page-locked copy, for faster transfers to the GPU (called by the DataLoader)."""
         self.images = self.images.pin_memory()
+        if self.cut is not None:
+            self.cut.views = self.cut.views.pin_memory()
         return self
 
 
 class DecodedImageDataset(Dataset):
-    """Images decoded for training: ``(index, uint8 (3, H, W))``, or ``(index, None)`` when bad.
+    """Images decoded for training: ``(index, uint8 (3, H, W))``, or ``(index, BadImage)``.
+
+    With a ``cutter``, items are asked for as ``(index, seed)`` and large images come back as
+    ``(index, CutViews)``.
 
     Args:
         paths: Image files, or the image members of tar shards (a ``ShardIndex``).
         max_short_side: Bound on the short side of the decoded images.
+        cutter: Decodes an image given its seed (``CropAtDecode``), or None for the bounded
+            decode of every image.
     """
 
-    def __init__(self, paths: Sequence[ImageSource], *, max_short_side: int):
+    def __init__(
+        self, paths: Sequence[ImageSource], *, max_short_side: int, cutter: Cutter | None = None
+    ):
         self.paths = _as_sequence(paths)
         self.max_short_side = max_short_side
+        self.cutter = cutter
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | BadImage]:
+    def __getitem__(
+        self, item: int | tuple[int, int]
+    ) -> tuple[int, torch.Tensor | CutViews | BadImage]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        path = self.paths[index]
         try:
-            return index, decode_for_training(self.paths[index], max_short_side=self.max_short_side)
+            if self.cutter is not None and seed is not None:
+                return index, self.cutter(path, seed=seed)
+            return index, decode_for_training(path, max_short_side=self.max_short_side)
         except ImageDecodeError as error:
-            return index, BadImage(str(self.paths[index]), error.reason)
+            return index, BadImage(str(path), error.reason)
 
 
 def _as_sequence(paths: Sequence[ImageSource]) -> Sequence[ImageSource]:
@@ -92,18 +127,39 @@ def _as_sequence(paths: Sequence[ImageSource]) -> Sequence[ImageSource]:
     return list(paths) if isinstance(paths, list | tuple) else paths
 
 
-def collate_images(samples: list[tuple[int, torch.Tensor | BadImage | None]]) -> ImageBatch:
-    """Stack decoded images into an ``ImageBatch``, dropping, counting and listing the bad ones."""
-    good = [(index, image) for index, image in samples if isinstance(image, torch.Tensor)]
+def collate_images(
+    samples: list[tuple[int, torch.Tensor | CutViews | BadImage | None]],
+) -> ImageBatch:
+    """Stack decoded images into an ``ImageBatch``, dropping, counting and listing the bad ones.
+
+    Views cut at decode go to ``ImageBatch.cut``; their rows of ``images`` are a 1 x 1 black
+    placeholder (edge-padded like any smaller image), so a batch of cut views only is tiny.
+    """
+    good = [
+        (index, image) for index, image in samples if isinstance(image, torch.Tensor | CutViews)
+    ]
     bad = [image for _, image in samples if isinstance(image, BadImage)]
     skipped = len(samples) - len(good)
     if not good:
         empty = torch.empty(0, 3, 0, 0, dtype=torch.uint8)
         none = torch.empty(0, dtype=torch.int64)
         return ImageBatch(empty, torch.empty(0, 2, dtype=torch.int64), none, skipped, bad)
-    images, sizes = stack_images([image for _, image in good])
+    cut_rows = [row for row, (_, image) in enumerate(good) if isinstance(image, CutViews)]
+    placeholder = torch.zeros(3, 1, 1, dtype=torch.uint8)
+    images, sizes = stack_images(
+        [image if isinstance(image, torch.Tensor) else placeholder for _, image in good]
+    )
     indices = torch.tensor([index for index, _ in good], dtype=torch.int64)
-    return ImageBatch(images, sizes, indices, skipped, bad)
+    cut = None
+    if cut_rows:
+        pieces = [cast(CutViews, good[row][1]) for row in cut_rows]
+        cut = CutBatch(
+            views=torch.stack([piece.views for piece in pieces]),
+            rows=torch.tensor(cut_rows, dtype=torch.int64),
+            crops=torch.stack([piece.crops for piece in pieces]),
+            source_sizes=torch.tensor([piece.source_size for piece in pieces], dtype=torch.int64),
+        )
+    return ImageBatch(images, sizes, indices, skipped, bad, cut)
 
 
 def cache_budget_bytes() -> int:
@@ -202,6 +258,10 @@ class TrainImageLoader:
         pin_memory: Page-lock streamed batches (for a CUDA device).
         progress: Receives the one-line notice when ``auto`` falls back to streaming.
         cache_budget: Bytes ``auto`` may fill; ``cache_budget_bytes()`` when None.
+        cutter: Cuts the views of large images at decode (``CropAtDecode``), with ``off`` and
+            ``auto`` (``ram`` keeps the bounded decode of every image); None decodes every
+            image to the bound.
+        seed_of: The seed of an image's crop boxes from (epoch, index); needed with ``cutter``.
     """
 
     def __init__(
@@ -217,7 +277,14 @@ class TrainImageLoader:
         pin_memory: bool = False,
         progress: ProgressCallback = null_progress,
         cache_budget: int | None = None,
+        cutter: Cutter | None = None,
+        seed_of: SeedOf | None = None,
     ):
+        if cutter is not None and seed_of is None:
+            raise ValueError("a loader that cuts views at decode needs seed_of")
+        self.cutter = cutter
+        self.seed_of = seed_of
+        self.epochs = 0
         self.sampler = sampler
         self.paths = _as_sequence(paths)
         self.batch_size = batch_size
@@ -242,11 +309,20 @@ class TrainImageLoader:
         """Whether epochs now come from RAM."""
         return self.cache is not None and self.cache.complete
 
+    @property
+    def cuts_at_decode(self) -> bool:
+        """Whether large images' views are cut at decode (every cache mode but ``ram``)."""
+        return self.cutter is not None and self.mode is not CacheMode.ram
+
     def __iter__(self) -> Iterator[ImageBatch]:
+        # The epoch the crop boxes are seeded with: the sampler's (set by the loop, and by a
+        # resume), else the count of epochs this loader has started.
+        epoch = self.sampler.epoch if self.sampler is not None else self.epochs
+        self.epochs += 1
         if self.cached:
             yield from self._cached_epoch()
         else:
-            yield from self._streamed_epoch()
+            yield from self._streamed_epoch(epoch)
 
     def _shuffled_batches(self) -> list[torch.Tensor]:
         if self.sampler is not None:
@@ -261,15 +337,26 @@ class TrainImageLoader:
         for indices in self._shuffled_batches():
             yield cache.batch(indices)
 
-    def _streamed_epoch(self) -> Iterator[ImageBatch]:
+    def _streamed_epoch(self, epoch: int) -> Iterator[ImageBatch]:
         batches = self._shuffled_batches()
         if self._loader is None:
             self._loader = self._create_loader()
-        cast(_EpochBatches, self._loader.batch_sampler).batches = batches
+        batch_sampler = cast(_EpochBatches, self._loader.batch_sampler)
+        batch_sampler.batches = batches
+        seed_of = self.seed_of
+        batch_sampler.seed_of = None
+        if isinstance(self._loader.dataset, DecodedImageDataset) and self._loader.dataset.cutter:
+            batch_sampler.seed_of = None if seed_of is None else lambda index: seed_of(epoch, index)
         for position, batch in enumerate(self._loader):
             if self.cache is not None:
-                self.cache.add(batch, batches[position])
-                self._check_budget()
+                if batch.cut is not None:
+                    self._stop_caching_cut_views()
+                else:
+                    self.cache.add(batch, batches[position])
+                    self._check_budget()
+                if self.cache is None:
+                    # The next epoch starts workers that persist, now that nothing is cached.
+                    self._loader = None
             yield batch
         if self.cache is not None and self.cache.complete:
             self.cache.finish()
@@ -277,8 +364,9 @@ class TrainImageLoader:
 
     def _create_loader(self) -> DataLoader:
         persistent = self.workers > 0 and self.cache is None
+        cutter = self.cutter if self.cuts_at_decode else None
         return DataLoader(
-            DecodedImageDataset(self.paths, max_short_side=self.max_short_side),
+            DecodedImageDataset(self.paths, max_short_side=self.max_short_side, cutter=cutter),
             batch_sampler=_EpochBatches(),
             num_workers=self.workers,
             collate_fn=collate_images,
@@ -289,6 +377,21 @@ class TrainImageLoader:
             # generator, which also draws the augmentations: a resumed run would drift.
             generator=self.generator,
         )
+
+    def _stop_caching_cut_views(self) -> None:
+        side = getattr(self.cutter, "small_source_side", None)
+        larger = f"larger than {side} px " if isinstance(side, int) else ""
+        self.progress(
+            ProgressEvent(
+                "message",
+                "pretrain",
+                text=f"Images {larger}are cut at decode from the full-resolution file every "
+                "epoch, so --cache auto does not cache (--cache ram caches every image at "
+                f"{self.max_short_side} px instead, which blurs small crops of large photos).",
+            )
+        )
+        self.cache = None
+        self.budget = None
 
     def _check_budget(self) -> None:
         # The estimate is the mean stored size so far times the number of images.
@@ -311,17 +414,23 @@ class TrainImageLoader:
 
 
 class _EpochBatches:
-    """Batch sampler whose batches the loader sets before each epoch (reshuffled by it)."""
+    """Batch sampler whose batches the loader sets before each epoch (reshuffled by it).
+
+    With ``seed_of`` set, each index goes to the dataset as ``(index, seed_of(index))``.
+    """
 
     def __init__(self) -> None:
         self.batches: list[torch.Tensor] = []
+        self.seed_of: Callable[[int], int] | None = None
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int] | list[tuple[int, int]]]:
+        seed_of = self.seed_of
         for batch in self.batches:
-            yield batch.tolist()
+            indices = batch.tolist()
+            yield indices if seed_of is None else [(index, seed_of(index)) for index in indices]
 
 
 class DataWaitGauge:

@@ -319,15 +319,16 @@ def _pretrain(
                 skipped += guard.note_batch(batch.bad)
                 # Two augmented views of every image; every rank agrees on the batch size. With
                 # --accumulate on a GPU each micro-batch's views are made when it is embedded,
-                # so that one micro-batch of views is in memory, not the whole batch's.
-                if micro_batch_views:
+                # so that one micro-batch of views is in memory, not the whole batch's (views
+                # cut at decode from large photos are already made: they go the whole way).
+                if micro_batch_views and batch.cut is None:
                     images, sizes = agree_batch_size(batch.images, batch.sizes, context)
                     count = images.shape[0]
                     views: MicroBatches = data.augment.micro_batches(
                         images, sizes, count=min(config.accumulate, count)
                     )
                 else:
-                    views_a, views_b = data.augment(batch.images, batch.sizes)
+                    views_a, views_b = data.augment(batch.images, batch.sizes, cut=batch.cut)
                     views_a, views_b = agree_batch_size(views_a, views_b, context)
                     count = views_a.shape[0]
                     views = split_views(views_a, views_b, min(config.accumulate, count))

@@ -7,6 +7,7 @@ model is built right after seeding, and the augmentations draw from the global g
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -16,6 +17,7 @@ from torch import nn
 
 from .._runtime import seed_everything
 from ..augment.batched import BatchAugmenter
+from ..augment.crop_at_decode import CropAtDecode, view_seed
 from ..augment.eval import default_crop_fraction
 from ..config import PretrainConfig
 from ..constants import DEFAULT_MEAN, DEFAULT_STD
@@ -160,10 +162,23 @@ def build_data(
     Worker processes only decode (and the first epoch fills the RAM cache); the loop makes both
     views of every image from that one decode, batched, on the training device. The order comes
     from a resumable sampler (sharded over ranks), the augmentations from the global torch
-    generator, so a checkpoint holds every random state of the run.
+    generator, so a checkpoint holds every random state of the run. When the loader streams
+    without a cache, the workers cut large photos' views at decode, with boxes seeded by the
+    run's seed (per rank), the epoch and the image (``crop_at_decode.view_seed``), so that a
+    resumed run cuts the boxes the uninterrupted one would have.
     """
     context = plan.context
     generator = torch.Generator().manual_seed(config.seed + context.rank)
+    augment = BatchAugmenter(
+        plan.preset,
+        image_size=config.image_size,
+        color_strength=plan.color_strength,
+        device=plan.device,
+        generator=None,
+        mean=DEFAULT_MEAN,
+        std=DEFAULT_STD,
+    )
+    crop_seed = config.seed + context.rank
     sampler: ResumableRandomSampler
     if isinstance(plan.images, ShardIndex):
         # Tar shards: a seeded shard order, a contiguous share of the members per rank.
@@ -185,17 +200,14 @@ def build_data(
         sampler=sampler,
         pin_memory=plan.device.type == "cuda",
         progress=progress,
-    )
-    augment = BatchAugmenter(
-        plan.preset,
-        image_size=config.image_size,
-        color_strength=plan.color_strength,
-        device=plan.device,
-        generator=None,
-        mean=DEFAULT_MEAN,
-        std=DEFAULT_STD,
+        cutter=CropAtDecode(augment.recipe),
+        seed_of=functools.partial(_crop_seed, crop_seed),
     )
     return TrainingData(loader=loader, augment=augment, sampler=sampler, generator=generator)
+
+
+def _crop_seed(seed: int, epoch: int, index: int) -> int:
+    return view_seed(seed, epoch=epoch, index=index)
 
 
 class MetricsWindow:

@@ -1,13 +1,15 @@
 """``visualize-aug``: the two views training would make of some images, with their parameters.
 
 Before hours of compute, a user looks at what the network will see. The preview takes the path
-training takes: each image is decoded by the training decoder (``data.decode.decode_for_training``,
-short side at most ``source_side_bound(image_size)``, the tensor the RAM cache keeps), stacked
-into a batch of one (``stack_images``, as the loader's collate does) and augmented by
+training takes: each image is decoded by the training decoder (``augment.crop_at_decode.
+CropAtDecode``: a small source to a short side of at most ``source_side_bound(image_size)``, the
+tensor the RAM cache keeps; a large photo straight into two views cut from its full resolution),
+put into a batch of one by the loader's collate (``collate_images``) and augmented by
 ``BatchAugmenter``, the object the training loop calls, with a generator of its own seeded per
-pair. Its normalised views are the tensors a training step on that image, with that seed, feeds
-the network; they are shown un-normalised and rounded to 8 bits, captioned with the parameters
-drawn for them (``BatchViewParams.to_view_params``).
+pair (which also seeds the crop boxes cut at decode, as the first epoch of a run seeded so). Its
+normalised views are the tensors a training step on that image, with that seed, feeds the
+network; they are shown un-normalised and rounded to 8 bits, captioned with the parameters drawn
+for them (``BatchViewParams.to_view_params``).
 
 This module holds the preview itself; ``preview_panels`` draws its captions and panels,
 ``preview_terminal`` the terminal grid and interactive mode, ``preview_png`` the PNG grid.
@@ -23,13 +25,16 @@ from typing import Any
 import torch
 
 from ..augment.batched import BatchAugmenter
-from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
+from ..augment.crop_at_decode import CropAtDecode, view_seed
+from ..augment.recipe import DEFAULT_COLOR_STRENGTH, create_recipe, resolve_preset
 from ..augment.reference import ViewParams
 from ..choices import Preset
 from ..config import VisualizeConfig
 from ..constants import COLOR_STRENGTH_RANGE, DEFAULT_MEAN, DEFAULT_STD
-from ..data.decode import decode_for_training, source_side_bound, stack_images
+from ..data.crop_decode import CutViews
+from ..data.decode import decode_for_training, source_side_bound
 from ..data.files import find_images
+from ..data.loader import collate_images
 from ..errors import DataError, ImageDecodeError, ModelFileError
 from ..model.files import read_header, read_metadata
 
@@ -63,6 +68,15 @@ class AugmentationSettings:
         )
         return text + (f" (from {self.model.name})" if self.model is not None else "")
 
+    def decode(self, path: Path, *, seed: int) -> torch.Tensor | CutViews:
+        """Decode ``path`` as training does for the first epoch of a run seeded ``seed``."""
+        cutter = CropAtDecode(
+            create_recipe(
+                self.preset, image_size=self.image_size, color_strength=self.color_strength
+            )
+        )
+        return cutter(path, seed=view_seed(seed, epoch=0, index=0))
+
     def augmenter(self, *, seed: int) -> BatchAugmenter:
         """The training augmentation with these settings, drawing from a generator seeded so."""
         return BatchAugmenter(
@@ -82,13 +96,16 @@ class AugmentedPair:
 
     Attributes:
         path: The image file.
-        source: uint8 (3, H, W): the image as training decodes it (and caches it); the crop
-            boxes of ``params`` are in its pixels.
+        source: uint8 (3, H, W): the image decoded to the bound of training's decode (what the
+            RAM cache keeps); the crop boxes of ``params`` are in pixels of a source of
+            ``params[i].source_size``: this one, or the full-resolution photo its views were
+            cut from at decode.
         views: Views A and B as shown, uint8 (3, S, S): ``inputs`` un-normalised and rounded.
         params: The parameters drawn for views A and B.
         seed: Seed of the generator that drew both views: ``settings.augmenter(seed=seed)``
-            called on ``stack_images([source])`` makes them again (and so does the training
-            loop's augmenter after ``torch.manual_seed(seed)``).
+            called on the batch ``settings.decode(path, seed=seed)`` makes them again (and so
+            does the training loop's augmenter after ``torch.manual_seed(seed)``, on the first
+            epoch of a one-image loader seeded ``seed``).
         inputs: Views A and B as the network is fed them, float32 (3, S, S) normalised; None
             for a pair put together by hand.
     """
@@ -113,21 +130,30 @@ def draw_pair(
 ) -> AugmentedPair:
     """Make the two views of one decoded image as a training step on it alone would.
 
+    A large photo is decoded again, by training's decoder, which cuts its two views at decode.
+
     Args:
-        path: The image file (for captions).
-        source: uint8 (3, H, W), from ``decode_for_training``.
+        path: The image file.
+        source: uint8 (3, H, W), from ``decode_for_training`` (shown with the boxes).
         settings: The augmentation.
         seed: Seed of the pair's generator.
 
     Returns:
         The pair, with the normalised views, their 8-bit display and their parameters.
     """
-    images, sizes = stack_images([source])
-    view_a, view_b, params = settings.augmenter(seed=seed).draw(images, sizes)
+    decoded = settings.decode(path, seed=seed) if _may_be_cut(source, settings) else source
+    batch = collate_images([(0, decoded)])
+    augmenter = settings.augmenter(seed=seed)
+    view_a, view_b, params = augmenter.draw(batch.images, batch.sizes, cut=batch.cut)
     records = params.to_view_params()
     inputs = (view_a[0], view_b[0])
     views = (unnormalize(inputs[0]), unnormalize(inputs[1]))
     return AugmentedPair(path, source, views, (records[0], records[1]), seed, inputs)
+
+
+def _may_be_cut(source: torch.Tensor, settings: AugmentationSettings) -> bool:
+    # A source decoded below the bound was small: its bounded decode is what training uses.
+    return min(source.shape[-2:]) >= source_side_bound(settings.image_size)
 
 
 @dataclass

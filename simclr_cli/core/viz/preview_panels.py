@@ -55,6 +55,14 @@ def view_caption_items(params: ViewParams, *, label: str, preset: Preset) -> lis
 def original_caption_items(pair: AugmentedPair) -> list[str]:
     """File name, the size training decodes it to, and which box is which view."""
     height, width = pair.source.shape[-2:]
+    source_height, source_width = pair.params[0].source_size
+    if (source_height, source_width) != (height, width):
+        # The views were cut at decode from the full-resolution photo.
+        return [
+            pair.path.name,
+            f"{source_width}x{source_height} px, cut at decode",
+            "boxes: A and B",
+        ]
     return [pair.path.name, f"decoded {width}x{height} px", "boxes: A and B"]
 
 
@@ -121,11 +129,15 @@ def original_panel(pair: AugmentedPair, side: int) -> Image.Image:
     line = max(1, side // 100)
     for params, color in zip(pair.params, BOX_COLORS, strict=True):
         top, left, crop_height, crop_width = params.crop
+        # Boxes are in pixels of the source they were cut from (the full-resolution photo for
+        # views cut at decode), which the shown source may be a reduction of.
+        source_width = params.source_size[1]
+        box_scale = scale if source_width == width else scale * width / source_width
         box = [
-            offset[0] + math.floor(left * scale),
-            offset[1] + math.floor(top * scale),
-            offset[0] + math.ceil((left + crop_width) * scale) - 1,
-            offset[1] + math.ceil((top + crop_height) * scale) - 1,
+            offset[0] + math.floor(left * box_scale),
+            offset[1] + math.floor(top * box_scale),
+            offset[0] + math.ceil((left + crop_width) * box_scale) - 1,
+            offset[1] + math.ceil((top + crop_height) * box_scale) - 1,
         ]
         draw.rectangle(box, outline=(*color, 255), width=line)
     return panel

@@ -10,6 +10,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from simclr_cli.core.augment.batched import BatchAugmenter
+from simclr_cli.core.augment.crop_at_decode import CropAtDecode, view_seed
 from simclr_cli.core.choices import Preset
 from simclr_cli.core.config import VisualizeConfig
 from simclr_cli.core.constants import DEFAULT_MEAN, DEFAULT_STD
@@ -38,17 +39,11 @@ def test_preview__views_are_the_tensors_training_makes_for_their_seeds(tmp_path:
     preview = make_preview(_mixed_folder(tmp_path / "images"), preset=preset, color_strength=0.8)
     assert sorted(tuple(pair.source.shape) for pair in preview.pairs) == [(3, 48, 72), (3, 56, 40)]
     for pair in preview.pairs:
-        # The training data path as train/loop.py builds and calls it, on this image alone: the
-        # loader decodes (the first epoch) then serves the RAM cache (the second), and the
+        # The training data path as train/setup.py builds it and train/loop.py calls it, on this
+        # image alone, in a run seeded with the pair's seed: the loader decodes (the first
+        # epoch; the 200 x 300 photo is larger than 3x the 32 px views, so its views are cut at
+        # decode) and then serves the small PNG from the RAM cache (the second epoch), and the
         # augmenter draws from the global generator, which the loop seeds.
-        loader = TrainImageLoader(
-            [pair.path],
-            image_size=32,
-            batch_size=1,
-            workers=0,
-            cache="ram",
-            generator=torch.Generator().manual_seed(0),
-        )
         augment = BatchAugmenter(
             preview.settings.preset,
             image_size=32,
@@ -58,20 +53,34 @@ def test_preview__views_are_the_tensors_training_makes_for_their_seeds(tmp_path:
             mean=DEFAULT_MEAN,
             std=DEFAULT_STD,
         )
-        for _ in range(2):
+        loader = TrainImageLoader(
+            [pair.path],
+            image_size=32,
+            batch_size=1,
+            workers=0,
+            cache="auto",
+            generator=torch.Generator().manual_seed(0),
+            cutter=CropAtDecode(augment.recipe),
+            seed_of=lambda epoch, index, seed=pair.seed: view_seed(seed, epoch=epoch, index=index),
+        )
+        large = pair.path.suffix == ".jpg"
+        for _ in range(1 if large else 2):
             (batch,) = list(loader)
-            assert torch.equal(batch.images[0], pair.source)
+            assert (batch.cut is not None) == large
+            if not large:
+                assert torch.equal(batch.images[0], pair.source)
             with torch.random.fork_rng():
                 torch.manual_seed(pair.seed)
-                views_a, views_b = augment(batch.images, batch.sizes)
+                views_a, views_b, drawn_params = augment.draw(
+                    batch.images, batch.sizes, cut=batch.cut
+                )
             assert torch.equal(views_a[0], pair.inputs[0])
             assert torch.equal(views_b[0], pair.inputs[1])
-        assert loader.cached
-        with torch.random.fork_rng():
-            torch.manual_seed(pair.seed)
-            drawn = augment.sample(torch.cat([batch.sizes, batch.sizes])).to_view_params()
+        assert loader.cached != large
+        drawn = drawn_params.to_view_params()
         assert tuple(drawn) == pair.params
-        assert all(params.source_size == tuple(pair.source.shape[-2:]) for params in drawn)
+        expected_size = (200, 300) if large else tuple(pair.source.shape[-2:])
+        assert all(params.source_size == expected_size for params in drawn)
         # What is shown is what the network is fed, back in 8 bits.
         assert all(
             torch.equal(view, unnormalize(inputs))
