@@ -13,12 +13,15 @@ from simclr_cli.cli._options import default_of
 from simclr_cli.cli.app import app
 from simclr_cli.core.config import (
     DemoConfig,
+    DuplicatesConfig,
     EmbedConfig,
     ExportConfig,
     FinetuneConfig,
+    IndexConfig,
     PredictConfig,
     PretrainConfig,
     ProbeConfig,
+    SearchConfig,
     VisualizeConfig,
 )
 
@@ -26,6 +29,9 @@ from simclr_cli.core.config import (
 CONFIGS: dict[str, type | None] = {
     "pretrain": PretrainConfig,
     "embed": EmbedConfig,
+    "index": IndexConfig,
+    "search": SearchConfig,
+    "duplicates": DuplicatesConfig,
     "demo": DemoConfig,
     "probe": ProbeConfig,
     "finetune": FinetuneConfig,
@@ -40,6 +46,8 @@ NO_FIELD = {"--json", "--quiet", "--config"}
 NO_FIELD_OF = {
     "embed": {"--output", "--map", "--map-method"},
     "predict": {"--output"},
+    "search": {"--save", "--protocol"},
+    "duplicates": {"--output", "--save"},
     "report": {"--save", "--height"},
 }
 #: Parameters named other than their field.

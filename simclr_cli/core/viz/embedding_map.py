@@ -152,7 +152,7 @@ def folder_labels(paths: Sequence[Path]) -> list[str]:
     return [Path(p).parent.name for p in paths]
 
 
-def _thumbnail(path: Path, size: int) -> Image.Image:
+def load_thumbnail(path: Path, size: int) -> Image.Image:
     """The image shrunk to fit a ``size`` square (aspect ratio kept)."""
     with Image.open(path) as opened:
         opened.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster.
@@ -259,7 +259,7 @@ def render_embedding_map(
     frame = 2 if colors else 1
     progress(ProgressEvent("start", "map", total=count))
     for done, index in enumerate(order, start=1):
-        thumbnail = _thumbnail(Path(paths[index]), thumbnail_size)
+        thumbnail = load_thumbnail(Path(paths[index]), thumbnail_size)
         x, y = to_pixel(*points[index])
         left, top = round(x - thumbnail.width / 2), round(y - thumbnail.height / 2)
         color = (
