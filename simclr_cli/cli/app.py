@@ -8,8 +8,20 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import demo, embed, finetune, predict, pretrain, probe, shard, visualize_aug
+from . import (
+    demo,
+    duplicates,
+    embed,
+    finetune,
+    predict,
+    pretrain,
+    probe,
+    search,
+    shard,
+    visualize_aug,
+)
 from . import export as export_cli
+from . import index as index_cli
 from . import info as info_cli
 from . import report as report_cli
 from ._config import ConfigurableGroup
@@ -34,6 +46,9 @@ app = typer.Typer(
 COMMANDS: list[tuple[str, Callable[..., None], str | None]] = [
     ("pretrain", pretrain.pretrain_command, pretrain.EPILOG),
     ("embed", embed.embed_command, embed.EPILOG),
+    ("index", index_cli.index_command, index_cli.EPILOG),
+    ("search", search.search_command, search.EPILOG),
+    ("duplicates", duplicates.duplicates_command, duplicates.EPILOG),
     ("demo", demo.demo_command, None),
     ("probe", probe.probe_command, probe.EPILOG),
     ("finetune", finetune.finetune_command, finetune.EPILOG),

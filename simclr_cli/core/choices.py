@@ -107,3 +107,10 @@ class ExportFormat(str, Enum):
     timm = "timm"
     onnx = "onnx"
     torchscript = "torchscript"
+
+
+class EmbeddingDtype(str, Enum):
+    """How an index stores its embeddings: ``float16`` halves the file, ``float32`` is exact."""
+
+    float16 = "float16"
+    float32 = "float32"

@@ -17,6 +17,7 @@ from .choices import (
     BadImagePolicy,
     CacheMode,
     DeviceName,
+    EmbeddingDtype,
     ExportFormat,
     HeadVersion,
     LoggerName,
@@ -549,3 +550,145 @@ class ExportConfig:
             raise ConfigError(f"check_batch_size must be positive, got {self.check_batch_size}")
         if not self.tolerance > 0:
             raise ConfigError(f"tolerance must be positive, got {self.tolerance}")
+
+
+#: Cosine similarity above which two images count as near duplicates (``simclr duplicates``).
+#: Chosen on planted copies (re-encoded, resized, cropped 5-10 %, flipped, colour-shifted) of
+#: CIFAR-10 images; see benchmarks/search.py.
+DEFAULT_DUPLICATE_THRESHOLD = 0.95
+#: Index size from which ``simclr index`` also writes a FAISS index, when faiss is installed:
+#: exact search costs N x D multiply-adds per query and ``duplicates`` N^2 x D, which at 200,000
+#: x 512 is about 2e13 (minutes on a CPU); below it exact search is fast enough and exact.
+DEFAULT_FAISS_MIN_IMAGES = 200_000
+
+
+@dataclass
+class IndexConfig:
+    """Inputs of ``build_index``: a model file, the images, and the index folder to write.
+
+    Attributes:
+        model: The model.safetensors that embeds the images.
+        inputs: Image files and folders (what ``embed`` takes).
+        out: The index folder.
+        dtype: How the embeddings are stored; None is float16, or on ``update`` the dtype of
+            the index being extended.
+        update: Keep the rows of unchanged files (same path, size and mtime) and embed only new
+            or changed ones; files no longer among the inputs are dropped.
+        force: Replace an existing index, even one made by another model.
+        projection: Index head outputs instead of backbone features.
+        faiss_min_images: Also write a FAISS index from this many images (when faiss imports);
+            0 never writes one.
+    """
+
+    model: Path
+    inputs: list[Path] = field(default_factory=list)
+    out: Path = Path("index")
+    dtype: EmbeddingDtype | None = None
+    update: bool = False
+    force: bool = False
+    projection: bool = False
+    faiss_min_images: int = DEFAULT_FAISS_MIN_IMAGES
+    batch_size: int = 64
+    workers: int = 0
+    device: DeviceName = DeviceName.auto
+
+    def __post_init__(self) -> None:
+        self.model = Path(self.model)
+        self.inputs = [Path(item) for item in self.inputs]
+        self.out = Path(self.out)
+        if self.dtype is not None:
+            self.dtype = _choice(EmbeddingDtype, self.dtype, "--dtype")
+        self.device = _choice(DeviceName, self.device, "--device")
+
+    def validate(self) -> None:
+        """Refuse impossible values.
+
+        Raises:
+            ConfigError: When a value cannot work.
+        """
+        _positive("--batch-size", self.batch_size)
+        if not self.inputs:
+            raise ConfigError("give at least one image file or folder to index")
+        if self.update and self.force:
+            raise ConfigError(
+                "--update keeps the index and --force replaces it; give one of them",
+                flag="--update",
+            )
+        if self.faiss_min_images < 0:
+            raise ConfigError("faiss_min_images must not be negative")
+        if self.workers < 0:
+            raise ConfigError("--workers must not be negative", flag="--workers")
+
+
+@dataclass
+class SearchConfig:
+    """Inputs of ``search``: an index folder and the query images.
+
+    Attributes:
+        index: The folder ``simclr index`` wrote.
+        queries: Image files, or paths already in the index (their stored rows are used).
+        top_k: Neighbours per query.
+        model: The model that embeds queries not in the index; None takes the one the index
+            records. Refused when its sha256 differs from the index's.
+        exact: Search exactly even when the index has a FAISS index.
+    """
+
+    index: Path
+    queries: list[Path] = field(default_factory=list)
+    top_k: int = 10
+    model: Path | None = None
+    exact: bool = False
+    batch_size: int = 64
+    device: DeviceName = DeviceName.auto
+
+    def __post_init__(self) -> None:
+        self.index = Path(self.index)
+        self.queries = [Path(item) for item in self.queries]
+        self.model = None if self.model is None else Path(self.model)
+        self.device = _choice(DeviceName, self.device, "--device")
+
+    def validate(self) -> None:
+        """Refuse impossible values.
+
+        Raises:
+            ConfigError: When a value cannot work.
+        """
+        _positive("--top-k", self.top_k)
+        _positive("--batch-size", self.batch_size)
+        if not self.queries:
+            raise ConfigError("give at least one query image")
+
+
+@dataclass
+class DuplicatesConfig:
+    """Inputs of ``find_duplicates``: an index folder and what counts as a duplicate.
+
+    Attributes:
+        index: The folder ``simclr index`` wrote.
+        threshold: Cosine similarity in (0, 1] above which two images are near duplicates.
+        outliers: How many images farthest from their nearest neighbour to list (0: none).
+        exact: Compare exactly even when the index has a FAISS index.
+    """
+
+    index: Path
+    threshold: float = DEFAULT_DUPLICATE_THRESHOLD
+    outliers: int = 0
+    exact: bool = False
+
+    def __post_init__(self) -> None:
+        self.index = Path(self.index)
+
+    def validate(self) -> None:
+        """Refuse impossible values.
+
+        Raises:
+            ConfigError: When a value cannot work.
+        """
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(
+                f"--threshold {self.threshold} must be in (0, 1]: a cosine similarity such as "
+                f"{DEFAULT_DUPLICATE_THRESHOLD}",
+                flag="--threshold",
+            )
+        if self.outliers < 0:
+            raise ConfigError("--outliers must not be negative", flag="--outliers")

@@ -120,3 +120,7 @@ class ExportError(SimCLRError):
 
 class MissingDependencyError(SimCLRError):
     """An optional dependency that a feature needs is not installed; the message names the extra."""
+
+
+class SearchIndexError(SimCLRError):
+    """An index folder that is missing, damaged or empty, or was made by another model."""

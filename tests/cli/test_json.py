@@ -152,3 +152,15 @@ def test_json__info(trained_model: Path):
 def test_json__export(trained_model: Path, tmp_path: Path):
     document = json_document("export", trained_model, "-f", "torchscript", "-o", tmp_path / "ts")
     check_keys("export", document)
+
+
+def test_json__index_search_and_duplicates(trained_model: Path, shapes_dir: Path, tmp_path: Path):
+    out = tmp_path / "ix"
+    check_keys("index", json_document("index", trained_model, shapes_dir, "--out", out))
+    query = sorted((shapes_dir / "circle").iterdir())[0]
+    document = json_document("search", out, query, "--top-k", "2")
+    check_keys("search", document)
+    assert set(document["queries"][0]) == {"query", "in_index", "neighbours"}
+    document = json_document("duplicates", out, "--outliers", "1")
+    check_keys("duplicates", document)
+    assert set(document["outliers"][0]) == {"path", "nearest_similarity", "nearest_path"}

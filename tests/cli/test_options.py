@@ -13,12 +13,15 @@ from simclr_cli.cli._options import default_of
 from simclr_cli.cli.app import app
 from simclr_cli.core.config import (
     DemoConfig,
+    DuplicatesConfig,
     EmbedConfig,
     ExportConfig,
     FinetuneConfig,
+    IndexConfig,
     PredictConfig,
     PretrainConfig,
     ProbeConfig,
+    SearchConfig,
     ShardConfig,
     VisualizeConfig,
 )
@@ -27,6 +30,9 @@ from simclr_cli.core.config import (
 CONFIGS: dict[str, type | None] = {
     "pretrain": PretrainConfig,
     "embed": EmbedConfig,
+    "index": IndexConfig,
+    "search": SearchConfig,
+    "duplicates": DuplicatesConfig,
     "demo": DemoConfig,
     "probe": ProbeConfig,
     "finetune": FinetuneConfig,
@@ -42,6 +48,8 @@ NO_FIELD = {"--json", "--quiet", "--config"}
 NO_FIELD_OF = {
     "embed": {"--output", "--map", "--map-method"},
     "predict": {"--output"},
+    "search": {"--save", "--protocol"},
+    "duplicates": {"--output", "--save"},
     "report": {"--save", "--height"},
 }
 #: Parameters named other than their field.

@@ -160,7 +160,7 @@ def folder_labels(paths: Sequence[ImageSource]) -> list[str]:
     ]
 
 
-def _thumbnail(path: ImageSource, size: int) -> Image.Image:
+def load_thumbnail(path: ImageSource, size: int) -> Image.Image:
     """The image shrunk to fit a ``size`` square (aspect ratio kept)."""
     with Image.open(open_source(path)) as opened:
         opened.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster.
@@ -267,7 +267,7 @@ def render_embedding_map(
     frame = 2 if colors else 1
     progress(ProgressEvent("start", "map", total=count))
     for done, index in enumerate(order, start=1):
-        thumbnail = _thumbnail(paths[index], thumbnail_size)
+        thumbnail = load_thumbnail(paths[index], thumbnail_size)
         x, y = to_pixel(*points[index])
         left, top = round(x - thumbnail.width / 2), round(y - thumbnail.height / 2)
         color = (

@@ -1,0 +1,527 @@
+"""An index folder: the L2-normalised embeddings of a set of images, their files, and the model.
+
+Layout of the folder ``simclr index`` writes:
+
+- ``embeddings.npy``: array (N, D), float16 (default) or float32, each row of unit length;
+- ``paths.jsonl``: one line per row, ``{"path", "width", "height", "mtime", "size"}``;
+- ``index.json``: the format version, the row count and dimension, the model's sha256, backbone
+  and preprocessing, and the FAISS index when there is one;
+- ``faiss.index``: only for large indexes when faiss is installed (see ``_faiss.py``).
+
+Every file is written atomically and ``index.json`` last, so a crash leaves either the old index
+or a folder whose counts disagree, which ``load_index`` reports as damaged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from ..._version import __version__
+from .._io import atomic_write, prepare_output
+from .._runtime import resolve_device
+from ..choices import EmbeddingDtype
+from ..config import IndexConfig
+from ..data.files import collect_inputs
+from ..errors import ImageDecodeError, RunFolderError, SearchIndexError
+from ..eval.embed import extract_features
+from ..model.files import load_model, read_header
+from ..model.info import file_sha256
+from ..model.simclr import SimCLRModel
+from ..progress import ProgressCallback, null_progress
+from . import _faiss
+
+EMBEDDINGS_FILE = "embeddings.npy"
+PATHS_FILE = "paths.jsonl"
+META_FILE = "index.json"
+#: Value of ``format`` in every index.json this package writes.
+FORMAT_NAME = "simclr-index"
+#: Version of the folder layout; bumped when it changes incompatibly.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One indexed file, with what ``--update`` compares to see whether it changed.
+
+    Attributes:
+        path: Absolute path of the file.
+        width: Width in pixels (before EXIF rotation).
+        height: Height in pixels.
+        mtime: Modification time, seconds since the epoch.
+        size: File size in bytes.
+    """
+
+    path: str
+    width: int
+    height: int
+    mtime: float
+    size: int
+
+    def unchanged(self, other: ImageRecord) -> bool:
+        """Whether ``other`` is the same file, neither moved nor modified."""
+        return (self.path, self.mtime, self.size) == (other.path, other.mtime, other.size)
+
+
+@dataclass
+class SearchIndex:
+    """An index folder, loaded.
+
+    Attributes:
+        folder: Where it lives.
+        embeddings: Array (N, D), float16 or float32, rows of unit length (memory-mapped).
+        records: The N files, in row order.
+        meta: The content of index.json.
+    """
+
+    folder: Path
+    embeddings: np.ndarray
+    records: list[ImageRecord]
+    meta: dict[str, Any]
+    _rows: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rows = {record.path: row for row, record in enumerate(self.records)}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def model_sha256(self) -> str:
+        """The sha256 of the model file that embedded the rows."""
+        return str(self.meta["model"]["sha256"])
+
+    @property
+    def model_path(self) -> Path:
+        """Where the model file was when the index was built."""
+        return Path(self.meta["model"]["path"])
+
+    @property
+    def projection(self) -> bool:
+        """Whether the rows are head outputs rather than backbone features."""
+        return bool(self.meta["projection"])
+
+    def row_of(self, path: Path | str) -> int | None:
+        """The row of a file already in the index (compared as absolute paths), or None."""
+        return self._rows.get(os.path.abspath(path))
+
+    def faiss_file(self) -> Path | None:
+        """The FAISS index file, when the index has one."""
+        entry = self.meta.get("faiss")
+        return None if not entry else self.folder / str(entry["file"])
+
+
+@dataclass
+class IndexBuild:
+    """What ``build_index`` did.
+
+    Attributes:
+        index: The index as written.
+        embedded: Images embedded now.
+        kept: Rows kept from the previous index (``--update``).
+        dropped: Rows of the previous index whose files are gone or changed.
+    """
+
+    index: SearchIndex
+    embedded: int
+    kept: int
+    dropped: int
+
+
+def collect_image_paths(inputs: Sequence[Path]) -> list[Path]:
+    """The images to index: what ``embed`` takes (files, folders), without repeats.
+
+    The one place that reads the inputs, so that other input kinds (file lists, shards) need
+    changing only here.
+
+    Raises:
+        DataError: When an input is missing or a folder holds no image.
+    """
+    seen: set[str] = set()
+    paths: list[Path] = []
+    for path in collect_inputs(inputs):
+        absolute = os.path.abspath(path)
+        if absolute not in seen:
+            seen.add(absolute)
+            paths.append(Path(absolute))
+    return paths
+
+
+def describe_file(path: Path) -> ImageRecord:
+    """Read a file's size, time and pixel dimensions (from its header; nothing is decoded).
+
+    Raises:
+        ImageDecodeError: When the file is not an image.
+    """
+    try:
+        status = path.stat()
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise ImageDecodeError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(path, "not an image file") from None
+    except OSError as error:
+        raise ImageDecodeError(path, str(error) or type(error).__name__) from None
+    return ImageRecord(
+        path=str(path),
+        width=int(width),
+        height=int(height),
+        mtime=status.st_mtime,
+        size=status.st_size,
+    )
+
+
+def normalize_rows(rows: np.ndarray) -> np.ndarray:
+    """Scale each row (N, D) to unit length in float32; all-zero rows stay zero."""
+    rows = np.asarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.maximum(norms, 1e-12)
+
+
+def embedding_network(model: SimCLRModel, *, projection: bool) -> nn.Module:
+    """The network whose outputs are indexed: the backbone, or backbone and head."""
+    return nn.Sequential(model.backbone, model.head) if projection else model.backbone
+
+
+def embed_files(
+    model: SimCLRModel,
+    paths: Sequence[Path],
+    *,
+    projection: bool,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    progress: ProgressCallback = null_progress,
+    task: str = "index",
+) -> np.ndarray:
+    """Embed files with the model's own preprocessing and L2-normalise the rows.
+
+    Returns:
+        Array (len(paths), D), float32, rows of unit length.
+
+    Raises:
+        ImageDecodeError: When a file cannot be decoded.
+    """
+    network = embedding_network(model, projection=projection)
+    if not paths:
+        width = model.metadata.head_output_dim if projection else model.metadata.feature_dim
+        return np.zeros((0, width), dtype=np.float32)
+    rows = extract_features(
+        network,
+        paths,
+        metadata=model.metadata,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        progress=progress,
+        task=task,
+    )
+    return normalize_rows(rows)
+
+
+def model_mismatch(folder: Path, *, index_sha256: str, model: Path, model_sha256: str) -> str:
+    """The one line that refuses a model other than the index's, saying both ways out."""
+    return (
+        f"index {folder} was made by another model (sha256 {index_sha256[:12]}), not {model} "
+        f"(sha256 {model_sha256[:12]}); rebuild it with `simclr index {model} IMAGES --out "
+        f"{folder} --force`, or give the model it was made with"
+    )
+
+
+def check_model(index: SearchIndex, model: Path) -> str:
+    """Refuse a model file that is not the one the index was made with.
+
+    Returns:
+        The model file's sha256.
+
+    Raises:
+        SearchIndexError: When the sha256 differs.
+        ModelFileError: When the file is missing.
+    """
+    read_header(model)  # A missing or non-model file gets the usual message.
+    digest = file_sha256(model)
+    if digest != index.model_sha256:
+        raise SearchIndexError(
+            model_mismatch(
+                index.folder, index_sha256=index.model_sha256, model=model, model_sha256=digest
+            )
+        )
+    return digest
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading.
+
+
+def _damaged(folder: Path, reason: str) -> SearchIndexError:
+    return SearchIndexError(
+        f"index folder {folder} is damaged ({reason}); rebuild it with "
+        f"`simclr index MODEL IMAGES --out {folder} --force`"
+    )
+
+
+def load_index(folder: Path, *, allow_empty: bool = False) -> SearchIndex:
+    """Read an index folder and check that its files agree with each other.
+
+    Args:
+        folder: What ``simclr index --out`` wrote.
+        allow_empty: Accept an index of no rows (``--update`` replaces its rows anyway).
+
+    Returns:
+        The index; its embeddings are memory-mapped, not read into memory.
+
+    Raises:
+        SearchIndexError: When the folder is missing, is not an index, is damaged or is empty.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise SearchIndexError(
+            f"index folder {folder} {what}; build one with "
+            f"`simclr index MODEL IMAGES --out {folder}`"
+        )
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise SearchIndexError(
+            f"{folder} is not an index folder (no {META_FILE}); build one with "
+            f"`simclr index MODEL IMAGES --out {folder}`"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            raise ValueError("not a simclr index")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise SearchIndexError(
+                f"index {folder} has format version {meta.get('format_version')}, this simclr "
+                f"reads {FORMAT_VERSION}; rebuild it with `simclr index MODEL IMAGES --out "
+                f"{folder} --force`"
+            )
+        count, dimension = int(meta["count"]), int(meta["dimension"])
+        str(meta["model"]["sha256"]), str(meta["model"]["path"])
+    except SearchIndexError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise _damaged(folder, f"{META_FILE}: {error}") from None
+    try:
+        embeddings = np.load(folder / EMBEDDINGS_FILE, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise _damaged(folder, f"{EMBEDDINGS_FILE}: {error}") from None
+    if embeddings.dtype not in (np.float16, np.float32) or embeddings.shape != (count, dimension):
+        raise _damaged(
+            folder,
+            f"{EMBEDDINGS_FILE} holds {embeddings.dtype} {tuple(embeddings.shape)}, "
+            f"{META_FILE} says {count} x {dimension}",
+        )
+    records = _read_records(folder, count)
+    if not records and not allow_empty:
+        raise SearchIndexError(
+            f"index {folder} holds no images; rebuild it with `simclr index MODEL IMAGES --out "
+            f"{folder} --force`"
+        )
+    return SearchIndex(folder=folder, embeddings=embeddings, records=records, meta=meta)
+
+
+def _read_records(folder: Path, count: int) -> list[ImageRecord]:
+    try:
+        lines = (folder / PATHS_FILE).read_text(encoding="utf-8").splitlines()
+        records = [ImageRecord(**json.loads(line)) for line in lines if line.strip()]
+    except (OSError, ValueError, TypeError) as error:
+        raise _damaged(folder, f"{PATHS_FILE}: {error}") from None
+    if len(records) != count:
+        raise _damaged(folder, f"{PATHS_FILE} lists {len(records)} files for {count} rows")
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing.
+
+
+def write_index(
+    folder: Path,
+    *,
+    embeddings: np.ndarray,
+    records: Sequence[ImageRecord],
+    meta: dict[str, Any],
+    faiss_min_images: int,
+) -> SearchIndex:
+    """Write the files of an index folder, each atomically, ``index.json`` last.
+
+    Args:
+        folder: The index folder (created if missing).
+        embeddings: Rows (N, D) of unit length, in the dtype to store.
+        records: The N files.
+        meta: index.json without its counts, which are filled in here.
+        faiss_min_images: Write a FAISS index from this many rows when faiss imports (0: never).
+
+    Returns:
+        The index as written.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write_npy(temporary: str) -> None:
+        with open(temporary, "wb") as stream:
+            np.save(stream, np.ascontiguousarray(embeddings), allow_pickle=False)
+
+    def write_paths(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            for record in records:
+                stream.write(json.dumps(asdict(record)) + "\n")
+
+    atomic_write(folder / EMBEDDINGS_FILE, write_npy)
+    atomic_write(folder / PATHS_FILE, write_paths)
+    meta = {**meta, "count": int(embeddings.shape[0]), "dimension": int(embeddings.shape[1])}
+    meta["faiss"] = None
+    if faiss_min_images and len(records) >= faiss_min_images and _faiss.available():
+        meta["faiss"] = _faiss.write_faiss_index(folder, embeddings)
+    else:
+        (folder / _faiss.FAISS_FILE).unlink(missing_ok=True)
+    atomic_write(
+        folder / META_FILE,
+        lambda temporary: Path(temporary).write_text(json.dumps(meta, indent=2) + "\n"),
+    )
+    return SearchIndex(folder=folder, embeddings=embeddings, records=list(records), meta=meta)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _meta(config: IndexConfig, model: SimCLRModel, digest: str, dtype: EmbeddingDtype) -> dict:
+    metadata = model.metadata
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "dtype": dtype.value,
+        "projection": config.projection,
+        "model": {
+            "path": os.path.abspath(config.model),
+            "sha256": digest,
+            "backbone": metadata.backbone,
+            "steps": metadata.steps,
+        },
+        # What a query gets before the model sees it (the model file holds the same).
+        "preprocessing": {
+            "image_size": metadata.image_size,
+            "crop_fraction": metadata.crop_fraction,
+            "interpolation": metadata.interpolation,
+            "mean": list(metadata.mean),
+            "std": list(metadata.std),
+        },
+        "simclr_version": __version__,
+        "updated": _now(),
+    }
+
+
+def _check_out(config: IndexConfig) -> SearchIndex | None:
+    # Before any work: refuse to overwrite, and read the index --update extends.
+    out = config.out
+    if config.update and out.is_dir() and any(out.iterdir()):
+        return load_index(out, allow_empty=True)
+    if not config.force and (out / META_FILE).exists():
+        raise RunFolderError(
+            f"--out {out} already holds an index; add --update to add new images to it, or "
+            "--force to rebuild it",
+            flag="--out",
+        )
+    prepare_output(out, force=config.force, folder=True, create=False)
+    return None
+
+
+def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progress) -> IndexBuild:
+    """Embed images and write (or, with ``update``, extend) an index folder.
+
+    Args:
+        config: Model, inputs, index folder and options.
+        progress: Progress callback: one ``index`` task of one unit per image embedded now.
+
+    Returns:
+        The index written and how many rows were embedded, kept and dropped.
+
+    Raises:
+        SearchIndexError: With ``update``, when the index is damaged or was made by another
+            model or with other outputs (``projection``).
+        RunFolderError: When ``out`` holds earlier output and neither ``update`` nor ``force``.
+        SimCLRError: For a bad model file or unreadable images; nothing is written then.
+    """
+    config.validate()
+    previous = _check_out(config)
+    paths = collect_image_paths(config.inputs)
+    records = [describe_file(path) for path in paths]
+    device = resolve_device(config.device)
+    model = load_model(config.model, device=device)
+    digest = file_sha256(config.model)
+    dtype = config.dtype
+    kept_rows: dict[str, int] = {}
+    if previous is not None:
+        if previous.model_sha256 != digest:
+            raise SearchIndexError(
+                model_mismatch(
+                    config.out,
+                    index_sha256=previous.model_sha256,
+                    model=config.model,
+                    model_sha256=digest,
+                )
+            )
+        if previous.projection != config.projection:
+            kind = "projections" if previous.projection else "backbone features"
+            raise SearchIndexError(
+                f"index {config.out} holds {kind}; give --projection as when it was built, or "
+                "rebuild it with --force"
+            )
+        if dtype is None:
+            dtype = EmbeddingDtype(previous.meta["dtype"])
+        old = {record.path: (row, record) for row, record in enumerate(previous.records)}
+        for record in records:
+            match = old.get(record.path)
+            if match is not None and match[1].unchanged(record):
+                kept_rows[record.path] = match[0]
+    dtype = EmbeddingDtype.float16 if dtype is None else dtype
+    missing = [Path(record.path) for record in records if record.path not in kept_rows]
+    new_rows = embed_files(
+        model,
+        missing,
+        projection=config.projection,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        device=device,
+        progress=progress,
+    )
+    width = new_rows.shape[1]
+    if previous is not None and kept_rows and previous.embeddings.shape[1] != width:
+        raise _damaged(config.out, f"its rows have {previous.embeddings.shape[1]} values")
+    embeddings = np.empty((len(records), width), dtype=np.dtype(dtype.value))
+    new_position = {str(path): row for row, path in enumerate(missing)}
+    for row, record in enumerate(records):
+        if record.path in kept_rows:
+            assert previous is not None  # kept_rows is only filled from a previous index.
+            embeddings[row] = previous.embeddings[kept_rows[record.path]]
+        else:
+            embeddings[row] = new_rows[new_position[record.path]]
+    meta = _meta(config, model, digest, dtype)
+    if previous is not None:
+        meta["created"] = previous.meta.get("created", meta["updated"])
+    else:
+        meta["created"] = meta["updated"]
+    if config.force and config.out.exists():
+        prepare_output(config.out, force=True, folder=True)
+    index = write_index(
+        config.out,
+        embeddings=embeddings,
+        records=records,
+        meta=meta,
+        faiss_min_images=config.faiss_min_images,
+    )
+    dropped = 0 if previous is None else len(previous) - len(kept_rows)
+    return IndexBuild(index=index, embedded=len(missing), kept=len(kept_rows), dropped=dropped)

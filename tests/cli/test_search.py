@@ -1,0 +1,91 @@
+"""`simclr search` through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from simclr_cli.cli.app import app
+from simclr_cli.core.model.files import save_model
+from simclr_cli.core.model.simclr import create_simclr_model
+from tests.conftest import TINY_BACKBONE
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def index_folder(trained_model: Path, shapes_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("search") / "ix"
+    result = runner.invoke(app, ["index", str(trained_model), str(shapes_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_search__table_of_neighbours(index_folder: Path, shapes_dir: Path):
+    query = sorted((shapes_dir / "circle").iterdir())[0]
+    result = runner.invoke(
+        app, ["search", str(index_folder), str(query), "--top-k", "3", "--protocol", "none"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 nearest of 24 images" in result.output and "similarity" in result.output
+
+
+def test_search__json_and_save(index_folder: Path, shapes_dir: Path, tmp_path: Path):
+    queries = [sorted((shapes_dir / name).iterdir())[0] for name in ("circle", "square")]
+    grid = tmp_path / "grid.png"
+    result = runner.invoke(
+        app,
+        ["search", str(index_folder), *map(str, queries), "-k", "4", "--save", str(grid), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [len(q["neighbours"]) for q in document["queries"]] == [4, 4]
+    assert document["queries"][0]["in_index"] is True and document["save"] == str(grid)
+    similarities = [n["similarity"] for n in document["queries"][0]["neighbours"]]
+    assert similarities == sorted(similarities, reverse=True)
+    with Image.open(grid) as image:
+        assert image.format == "PNG" and image.width >= 5 * 128
+
+
+def test_search__half_blocks_in_the_terminal(index_folder: Path, shapes_dir: Path):
+    query = sorted((shapes_dir / "stripes").iterdir())[0]
+    result = runner.invoke(
+        app, ["search", str(index_folder), str(query), "-k", "2", "--protocol", "truecolor"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "\x1b[38;2;" in result.output and "\u2580" in result.output
+
+
+def test_search__query_not_an_image(index_folder: Path, tmp_path: Path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    result = runner.invoke(app, ["search", str(index_folder), str(text)])
+    assert result.exit_code == 1 and "not an image file" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_search__another_model_is_refused(index_folder: Path, shapes_val_dir: Path, tmp_path):
+    other = tmp_path / "other.safetensors"
+    save_model(other, create_simclr_model(backbone=TINY_BACKBONE, image_size=32))
+    query = sorted((shapes_val_dir / "circle").iterdir())[0]
+    result = runner.invoke(app, ["search", str(index_folder), str(query), "--model", str(other)])
+    assert result.exit_code == 1 and "made by another model" in result.output
+    assert "--force" in result.output
+
+
+def test_search__not_an_index(tmp_path: Path, shapes_dir: Path):
+    query = sorted((shapes_dir / "circle").iterdir())[0]
+    result = runner.invoke(app, ["search", str(tmp_path), str(query)])
+    assert result.exit_code == 1 and "not an index folder" in result.output
+
+
+def test_search__save_needs_png_before_any_work(index_folder: Path, shapes_dir: Path, tmp_path):
+    query = sorted((shapes_dir / "circle").iterdir())[0]
+    result = runner.invoke(
+        app, ["search", str(index_folder), str(query), "--save", str(tmp_path / "g.jpg")]
+    )
+    assert result.exit_code == 1 and "ending in .png" in result.output
