@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from .errors import ConfigError
@@ -45,6 +46,12 @@ CACHE_BUDGET = Switch(
     "Bytes that --cache auto may fill with decoded training images.",
     "half the available memory",
     "a number of bytes, such as 2e9",
+)
+CACHE_DIR = Switch(
+    "SIMCLR_CACHE_DIR",
+    "Folder of the caches kept between runs (the file index of a training folder); off for none.",
+    "$XDG_CACHE_HOME/simclr, else ~/.cache/simclr",
+    "an absolute folder path (or ~/...), or off",
 )
 CHANNELS_LAST = Switch(
     "SIMCLR_CHANNELS_LAST",
@@ -92,6 +99,7 @@ THREADS = Switch(
 #: Every switch, in the order of their names.
 SWITCHES: tuple[Switch, ...] = (
     CACHE_BUDGET,
+    CACHE_DIR,
     CHANNELS_LAST,
     COLLECTIVE_TIMEOUT,
     DEBUG,
@@ -145,6 +153,28 @@ def cache_budget_bytes() -> int | None:
     if number is not None and number < 0:
         raise _refuse(CACHE_BUDGET, _text(CACHE_BUDGET))
     return None if number is None else int(number)
+
+
+def cache_dir() -> Path | None:
+    """``SIMCLR_CACHE_DIR``: the folder of the caches kept between runs, None for ``off``.
+
+    Unset, it is ``simclr`` in the user's cache folder (``XDG_CACHE_HOME``, else ``~/.cache``).
+    The folder need not exist: it is made when something is first cached. A relative path is
+    refused: its meaning would change with the working folder of each command.
+
+    Raises:
+        ConfigError: When the value is neither ``off`` nor an absolute path.
+    """
+    value = _text(CACHE_DIR)
+    if value.lower() == "off":
+        return None
+    if value:
+        folder = Path(value).expanduser()
+        if not folder.is_absolute():
+            raise _refuse(CACHE_DIR, value)
+        return folder
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "simclr"
 
 
 def channels_last() -> bool | None:
@@ -224,6 +254,7 @@ def check_all() -> None:
     """
     for read in (
         cache_budget_bytes,
+        cache_dir,
         channels_last,
         collective_timeout_seconds,
         debug,

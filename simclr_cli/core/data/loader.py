@@ -28,6 +28,7 @@ from ..errors import ImageDecodeError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checks import BadImage
 from .decode import decode_for_training, source_side_bound, stack_images
+from .index import FileIndex
 from .sampler import ResumableRandomSampler
 
 #: Share of the available memory that ``--cache auto`` may fill.
@@ -67,13 +68,16 @@ class ImageBatch:
 class DecodedImageDataset(Dataset):
     """Images decoded for training: ``(index, uint8 (3, H, W))``, or ``(index, None)`` when bad.
 
+    The paths are held as a ``FileIndex`` (flat arrays): workers read them without writing the
+    reference counts of a million ``Path`` objects, so their memory does not grow page by page.
+
     Args:
         paths: Image files.
         max_short_side: Bound on the short side of the decoded images.
     """
 
     def __init__(self, paths: Sequence[Path], *, max_short_side: int):
-        self.paths = list(paths)
+        self.paths = FileIndex.from_paths(paths)
         self.max_short_side = max_short_side
 
     def __len__(self) -> int:
@@ -213,7 +217,7 @@ class TrainImageLoader:
         cache_budget: int | None = None,
     ):
         self.sampler = sampler
-        self.paths = list(paths)
+        self.paths = FileIndex.from_paths(paths)
         self.batch_size = batch_size
         self.generator = generator
         self.mode = CacheMode(getattr(cache, "value", cache))

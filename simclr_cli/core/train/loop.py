@@ -171,7 +171,7 @@ def _pretrain(
     budget = None
     if config.time_budget:
         budget = TimeBudget(config.time_budget, max_steps=config.max_steps)
-    plan = plan_run(config=config)
+    plan = plan_run(config=config, progress=progress)
 
     # Several processes: start them now that the input is known to be good (rank 0's result
     # comes back), or join the job this process is a rank of. Only rank 0 writes and reports.

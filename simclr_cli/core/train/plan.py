@@ -9,6 +9,7 @@ it as a table (a ``plan`` progress event) and saves it under ``[plan]`` in ``con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from .._threads import default_workers, planned_threads
 from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
 from ..choices import CacheMode, Precision, Preset, Stem
 from ..config import PretrainConfig, config_to_dict
-from ..data.checks import BadImage, describe_bad_images, refuse_bad_images, scan_images
-from ..data.files import find_images
+from ..data.checks import BadImage, describe_bad_images, refuse_bad_images
+from ..data.index import index_training_images
 from ..data.loader import cache_budget_bytes
 from ..distributed.ranks import (
     ProcessPlan,
@@ -35,6 +36,7 @@ from ..distributed.ranks import (
 )
 from ..errors import DataError, UsageError
 from ..model.backbone import plan_stem
+from ..progress import ProgressCallback, null_progress
 from .budget import budget_stem
 from .loggers import check_loggers
 from .optimizers import DEFAULT_WEIGHT_DECAY, scaled_learning_rate
@@ -48,7 +50,8 @@ class RunPlan:
     """What a pretraining run decided before building anything.
 
     Attributes:
-        images: The training images that passed the header scan.
+        images: The training images that passed the header scan (a ``FileIndex``: flat arrays
+            that the loader workers share without copying).
         bad_images: Files the scan found unusable (skipped and listed, or refused).
         processes: How the run is spread over processes (``plan_processes``).
         context: This process's place in the job (``SINGLE_PROCESS`` outside one).
@@ -69,7 +72,7 @@ class RunPlan:
         weight_decay: The weight decay of the optimiser.
     """
 
-    images: tuple[Path, ...] = field(repr=False)
+    images: Sequence[Path] = field(repr=False)
     bad_images: tuple[BadImage, ...] = field(repr=False)
     processes: ProcessPlan
     context: RankContext
@@ -161,7 +164,7 @@ def plan_warmup(
     return round(fraction * total_steps)
 
 
-def plan_run(*, config: PretrainConfig) -> RunPlan:
+def plan_run(*, config: PretrainConfig, progress: ProgressCallback = null_progress) -> RunPlan:
     """Check a run's flags and data and resolve every ``auto`` of it.
 
     The checks come cheapest first: the flags, then the processes and the device, then the data
@@ -170,6 +173,8 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
 
     Args:
         config: The run's settings.
+        progress: Receives the listing and header scan of the data when they take over a second
+            (a second run over an unchanged folder loads both from the cache, see index.py).
 
     Returns:
         The plan.
@@ -190,10 +195,11 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
             "run without --gpus/--cpu-processes"
         )
     precision = resolve_precision(config.precision, device)
-    images, bad_images = _training_images(config)
+    context = rank_context()
+    # The other ranks of a job load what the launcher (or rank 0) listed, silently.
+    images, bad_images = _training_images(config, progress if context.is_main else null_progress)
 
     # Where the batch is computed: the machine's cores are shared among the ranks on it.
-    context = rank_context()
     workers = default_workers() if config.workers is None else config.workers
     if config.workers is None:
         workers = per_rank_workers(workers, context)
@@ -227,7 +233,7 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
     if weight_decay is None:
         weight_decay = DEFAULT_WEIGHT_DECAY[config.optimizer]
     return RunPlan(
-        images=tuple(images),
+        images=images,
         bad_images=tuple(bad_images),
         processes=processes,
         context=context,
@@ -254,9 +260,12 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
     )
 
 
-def _training_images(config: PretrainConfig) -> tuple[list[Path], list[BadImage]]:
+def _training_images(
+    config: PretrainConfig, progress: ProgressCallback
+) -> tuple[Sequence[Path], list[BadImage]]:
     # Files that cannot be images at all are found now, before the first step.
-    paths, bad_images = scan_images(find_images(config.data))
+    scanned = index_training_images(config.data, progress=progress)
+    paths, bad_images = scanned.images, list(scanned.bad)
     if config.on_bad_image.value == "fail":
         refuse_bad_images(bad_images, config.data)
     if not paths:
