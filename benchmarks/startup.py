@@ -189,6 +189,7 @@ def main() -> None:
             scratch_path = Path(scratch)
             row: dict[str, object] = {"files": size}
             row.update(index_alone(root, scratch_path / "index-cache"))
+            print(json.dumps(row), file=sys.stderr)  # What is done so far, should a run hang.
             cache = scratch_path / "cache"
             for kind in ("cold", "warm"):
                 result = run_pretrain(
@@ -200,6 +201,7 @@ def main() -> None:
                     max_steps=args.max_steps,
                 )
                 row.update({f"{kind}_{key}": value for key, value in result.items()})
+                print(json.dumps({"files": size, kind: result}), file=sys.stderr)
         rows.append(row)
         print(json.dumps(row))
         if not args.keep:
