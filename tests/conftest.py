@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,19 @@ from simclr_cli.core.data.synthetic import generate_shapes_dataset
 from simclr_cli.core.train.loop import pretrain
 
 TINY_BACKBONE = "test_resnet"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests cache file indexes in a folder of their own, never in the user's cache."""
+    folder = tmp_path_factory.mktemp("simclr_cache")
+    previous = os.environ.get("SIMCLR_CACHE_DIR")
+    os.environ["SIMCLR_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("SIMCLR_CACHE_DIR", None)
+    else:
+        os.environ["SIMCLR_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

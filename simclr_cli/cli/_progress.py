@@ -28,6 +28,8 @@ TASK_LABELS = {
     "export": "Exporting",
     "shard": "Writing shards",
     "shards": "Reading shards",
+    "list": "Listing files",
+    "scan": "Checking files",
 }
 
 
@@ -48,6 +50,8 @@ def format_metrics(metrics: dict) -> str:
         parts.append(f"val top-1 {metrics['val_top1']:.1%} · top-5 {metrics['val_top5']:.1%}")
     if "data_wait" in metrics:
         parts.append(f"data wait {metrics['data_wait']:.0%}")
+    if "files_per_second" in metrics:
+        parts.append(f"{metrics['files_per_second']:,.0f} files/s")
     return " · ".join(parts)
 
 

@@ -49,9 +49,9 @@ CACHE_BUDGET = Switch(
 )
 CACHE_DIR = Switch(
     "SIMCLR_CACHE_DIR",
-    "Folder for what later runs reuse: measured speed settings, file indexes.",
+    "Folder of the caches kept between runs (file indexes, measured speed settings); off for none.",
     "$XDG_CACHE_HOME/simclr, else ~/.cache/simclr",
-    "an absolute folder path (or one under ~)",
+    "an absolute folder path (or ~/...), or off",
 )
 CHANNELS_LAST = Switch(
     "SIMCLR_CHANNELS_LAST",
@@ -155,17 +155,26 @@ def cache_budget_bytes() -> int | None:
     return None if number is None else int(number)
 
 
-def cache_dir() -> Path:
-    """``SIMCLR_CACHE_DIR``: the cache folder (created by whoever writes into it)."""
+def cache_dir() -> Path | None:
+    """``SIMCLR_CACHE_DIR``: the folder of the caches kept between runs, None for ``off``.
+
+    Unset, it is ``simclr`` in the user's cache folder (``XDG_CACHE_HOME``, else ``~/.cache``).
+    The folder need not exist: it is made when something is first cached. A relative path is
+    refused: its meaning would change with the working folder of each command.
+
+    Raises:
+        ConfigError: When the value is neither ``off`` nor an absolute path.
+    """
     value = _text(CACHE_DIR)
+    if value.lower() == "off":
+        return None
     if value:
-        # Relative paths would scatter caches over whatever folders commands are run from.
-        path = Path(value).expanduser()
-        if not path.is_absolute():
+        folder = Path(value).expanduser()
+        if not folder.is_absolute():
             raise _refuse(CACHE_DIR, value)
-        return path
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "simclr"
+        return folder
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "simclr"
 
 
 def channels_last() -> bool | None:

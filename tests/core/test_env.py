@@ -31,6 +31,7 @@ def test_switches__one_entry_per_name_each_described():
 
 def test_accessors__unset_means_the_default():
     assert _env.cache_budget_bytes() is None
+    assert _env.cache_dir() is not None and _env.cache_dir().name == "simclr"
     assert _env.channels_last() is None
     assert _env.collective_timeout_seconds() == 600.0
     assert _env.debug() is False
@@ -51,6 +52,8 @@ def test_accessors__empty_means_the_default(monkeypatch: pytest.MonkeyPatch):
     [
         ("SIMCLR_CACHE_BUDGET", "2e9", _env.cache_budget_bytes, 2_000_000_000),
         ("SIMCLR_CACHE_BUDGET", "0", _env.cache_budget_bytes, 0),
+        ("SIMCLR_CACHE_DIR", "/tmp/simclr-cache", _env.cache_dir, Path("/tmp/simclr-cache")),
+        ("SIMCLR_CACHE_DIR", "OFF", _env.cache_dir, None),
         ("SIMCLR_CHANNELS_LAST", "1", _env.channels_last, True),
         ("SIMCLR_CHANNELS_LAST", "0", _env.channels_last, False),
         ("SIMCLR_CHANNELS_LAST", "auto", _env.channels_last, None),
@@ -81,6 +84,7 @@ def test_accessors__read_their_values(
         (_env.CACHE_BUDGET, "lots", _env.cache_budget_bytes),
         (_env.CACHE_BUDGET, "-1", _env.cache_budget_bytes),
         (_env.CACHE_BUDGET, "inf", _env.cache_budget_bytes),
+        (_env.CACHE_DIR, "relative/cache", _env.cache_dir),
         (_env.CHANNELS_LAST, "true", _env.channels_last),
         (_env.COLLECTIVE_TIMEOUT, "0", _env.collective_timeout_seconds),
         (_env.COLLECTIVE_TIMEOUT, "10m", _env.collective_timeout_seconds),

@@ -43,7 +43,7 @@ def display_path(path: object) -> str:
     return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
-def check_image_header(path: Path) -> str | None:
+def check_image_header(path: str | os.PathLike[str]) -> str | None:
     """Why a file cannot be an image, from its first bytes, or None when it may be one.
 
     Reads 16 bytes, so it is fast enough for every file of a large folder; a file whose start

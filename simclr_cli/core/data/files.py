@@ -15,9 +15,7 @@ from torch.utils.data import Dataset
 
 from .. import _env
 from ..errors import DataError, ImageDecodeError
-
-#: File suffixes read as images, compared case-insensitively.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+from .index import IMAGE_SUFFIXES, check_image_folder, no_images_error, walk_images
 
 
 class ImageMember(Protocol):
@@ -74,25 +72,17 @@ def find_images(root: Path) -> list[Path]:
         DataError: When the folder is missing, is a file, or holds no image.
     """
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"folder {root} does not exist; check the path")
-    if not root.is_dir():
-        raise DataError(f"{root} is a file, not a folder; give the folder that holds the images")
-    paths = sorted(_walk_images(root))
+    check_image_folder(root)
+    paths = list(_walk_images(root))
     if not paths:
-        suffixes = ", ".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
-        raise DataError(f"folder {root} holds no images (looked for {suffixes}, in any case)")
+        raise no_images_error(root)
     return paths
 
 
 def _walk_images(root: Path) -> Iterable[Path]:
-    # os.walk does not follow symbolic links to folders, so a link loop cannot trap it.
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        for name in files:
-            path = Path(folder) / name
-            if not name.startswith(".") and is_image_path(path):
-                yield path
+    # Sorted as sorted() sorts paths, links to folders not followed (see index.walk_images).
+    index, _ = walk_images(root)
+    return iter(index)
 
 
 def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
@@ -137,7 +127,7 @@ def find_labeled_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        found = sorted(_walk_images(root / name))
+        found = list(_walk_images(root / name))
         paths.extend(found)
         labels.extend([label] * len(found))
     if not paths:

@@ -39,6 +39,7 @@ from .checks import BadImage
 from .crop_decode import CutBatch, CutViews
 from .decode import decode_for_training, source_side_bound, stack_images
 from .files import ImageSource
+from .index import FileIndex
 from .sampler import ResumableRandomSampler
 
 #: Share of the available memory that ``--cache auto`` may fill.
@@ -92,6 +93,9 @@ class DecodedImageDataset(Dataset):
     With a ``cutter``, items are asked for as ``(index, seed)`` and large images come back as
     ``(index, CutViews)``.
 
+    The paths are held as a ``FileIndex`` (flat arrays): workers read them without writing the
+    reference counts of a million ``Path`` objects, so their memory does not grow page by page.
+
     Args:
         paths: Image files, or the image members of tar shards (a ``ShardIndex``).
         max_short_side: Bound on the short side of the decoded images.
@@ -123,8 +127,11 @@ class DecodedImageDataset(Dataset):
 
 
 def _as_sequence(paths: Sequence[ImageSource]) -> Sequence[ImageSource]:
-    # A shard index stays flat arrays (workers share them); other sequences become a list.
-    return list(paths) if isinstance(paths, list | tuple) else paths
+    # Loader workers share flat arrays without copy-on-read growth: a list or tuple of paths
+    # becomes a FileIndex; a FileIndex or a shard index stays as it is.
+    if isinstance(paths, list | tuple):
+        return FileIndex.from_paths([Path(path) for path in paths])
+    return paths
 
 
 def collate_images(

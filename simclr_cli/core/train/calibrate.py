@@ -132,14 +132,19 @@ def machine_key(*, model_shape: dict[str, Any], threads: int, views: int) -> str
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _cache_path(key: str) -> Path:
-    return _env.cache_dir() / "calibration" / f"{key}.json"
+def _cache_path(key: str) -> Path | None:
+    folder = _env.cache_dir()
+    return None if folder is None else folder / "calibration" / f"{key}.json"
 
 
 def read_cached(key: str) -> Calibration | None:
-    """The calibration an earlier run cached under ``key``, or None (missing or unreadable)."""
+    """The calibration an earlier run cached under ``key``, or None (missing, unreadable, or
+    ``SIMCLR_CACHE_DIR=off``)."""
+    path = _cache_path(key)
+    if path is None:
+        return None
     try:
-        record = json.loads(_cache_path(key).read_text())
+        record = json.loads(path.read_text())
         choice = SpeedSetting(Precision(record["precision"]), bool(record["channels_last"]))
         speeds = {str(k): float(v) for k, v in record.get("images_per_second", {}).items()}
         rejected = {str(k): str(v) for k, v in record.get("rejected", {}).items()}
@@ -157,6 +162,8 @@ def write_cached(key: str, calibration: Calibration) -> None:
         "rejected": calibration.rejected,
     }
     path = _cache_path(key)
+    if path is None:
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda temporary: Path(temporary).write_text(json.dumps(record)))

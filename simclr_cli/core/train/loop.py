@@ -229,7 +229,7 @@ def _pretrain(
         # The command line passes its process's start; a Python caller's budget starts now.
         elapsed = 0.0 if config.started_at is None else max(0.0, time.time() - config.started_at)
         budget = TimeBudget(config.time_budget, elapsed=elapsed, max_steps=config.max_steps)
-    plan = plan_run(config=config)
+    plan = plan_run(config=config, progress=progress)
     # From here on the batch is the planned one (--batch-size, or what the data fills).
     flags, config = config, dataclasses.replace(config, batch_size=plan.batch_size)
 

@@ -9,6 +9,7 @@ it as a table (a ``plan`` progress event) and saves it under ``[plan]`` in ``con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
 from ..choices import CacheMode, Precision, Preset, Stem
 from ..config import PretrainConfig, config_to_dict
 from ..constants import DEFAULT_BATCH_SIZE
-from ..data.checks import BadImage, describe_bad_images, refuse_bad_images, scan_images
-from ..data.files import find_images
+from ..data.checks import BadImage, describe_bad_images, refuse_bad_images
+from ..data.index import index_training_images
 from ..data.loader import cache_budget_bytes
 from ..data.shards import ShardIndex, index_shards, is_shard_input
 from ..distributed.ranks import (
@@ -37,6 +38,7 @@ from ..distributed.ranks import (
 )
 from ..errors import ConfigError, DataError
 from ..model.backbone import plan_stem
+from ..progress import ProgressCallback, null_progress
 from .budget import budget_stem
 from .calibrate import Calibration
 from .loggers import check_loggers
@@ -51,8 +53,9 @@ class RunPlan:
     """What a pretraining run decided before building anything.
 
     Attributes:
-        images: The training images that passed the header scan: files, or the image members
-            of tar shards (a ``ShardIndex``).
+        images: The training images that passed the header scan: a ``FileIndex`` (flat arrays
+            that the loader workers share without copying), or the image members of tar shards
+            (a ``ShardIndex``).
         bad_images: Files the scan found unusable (skipped and listed, or refused).
         processes: How the run is spread over processes (``plan_processes``).
         context: This process's place in the job (``SINGLE_PROCESS`` outside one).
@@ -77,7 +80,7 @@ class RunPlan:
             loop has decided (by measuring, from the cache, or by rule).
     """
 
-    images: tuple[Path, ...] | ShardIndex = field(repr=False)
+    images: Sequence[Path] | ShardIndex = field(repr=False)
     bad_images: tuple[BadImage, ...] = field(repr=False)
     processes: ProcessPlan
     context: RankContext
@@ -211,7 +214,7 @@ def fit_batch_size(*, requested: int | None, num_images: int, multiple: int) -> 
     return fitted, True
 
 
-def plan_run(*, config: PretrainConfig) -> RunPlan:
+def plan_run(*, config: PretrainConfig, progress: ProgressCallback = null_progress) -> RunPlan:
     """Check a run's flags and data and resolve every ``auto`` of it.
 
     The checks come cheapest first: the flags, then the processes and the device, then the data
@@ -220,6 +223,8 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
 
     Args:
         config: The run's settings.
+        progress: Receives the listing and header scan of the data when they take over a second
+            (a second run over an unchanged folder loads both from the cache, see index.py).
 
     Returns:
         The plan.
@@ -244,7 +249,9 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
             flag="--batch-size",
         )
     precision = resolve_precision(config.precision, device)
-    images, bad_images = _training_images(config)
+    context = rank_context()
+    # The other ranks of a job load what the launcher (or rank 0) listed, silently.
+    images, bad_images = _training_images(config, progress if context.is_main else null_progress)
     batch_size, batch_fitted = fit_batch_size(
         requested=config.batch_size,
         num_images=len(images),
@@ -252,7 +259,6 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
     )
 
     # Where the batch is computed: the machine's cores are shared among the ranks on it.
-    context = rank_context()
     workers = default_workers() if config.workers is None else config.workers
     if config.workers is None:
         workers = per_rank_workers(workers, context)
@@ -286,7 +292,7 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
     if weight_decay is None:
         weight_decay = DEFAULT_WEIGHT_DECAY[config.optimizer]
     return RunPlan(
-        images=images if isinstance(images, ShardIndex) else tuple(images),
+        images=images,
         bad_images=tuple(bad_images),
         processes=processes,
         context=context,
@@ -316,15 +322,16 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
 
 
 def _training_images(
-    config: PretrainConfig,
-) -> tuple[list[Path] | ShardIndex, list[BadImage]]:
+    config: PretrainConfig, progress: ProgressCallback
+) -> tuple[Sequence[Path] | ShardIndex, list[BadImage]]:
     # Files that cannot be images at all are found now, before the first step; in tar shards,
     # the members (read from the tar headers) and missing or damaged shards.
-    paths: list[Path] | ShardIndex
+    paths: Sequence[Path] | ShardIndex
     if is_shard_input(config.data):
         paths, bad_images = index_shards(config.data)
     else:
-        paths, bad_images = scan_images(find_images(config.data))
+        scanned = index_training_images(config.data, progress=progress)
+        paths, bad_images = scanned.images, list(scanned.bad)
     if config.on_bad_image.value == "fail":
         refuse_bad_images(bad_images, config.data)
     if not paths:

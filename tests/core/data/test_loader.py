@@ -11,6 +11,7 @@ import torch
 from simclr_cli.core.augment.crop_at_decode import CropAtDecode, view_seed
 from simclr_cli.core.augment.recipe import create_recipe
 from simclr_cli.core.data.decode import decode_for_training
+from simclr_cli.core.data.index import FileIndex
 from simclr_cli.core.data.loader import DataWaitGauge, TrainImageLoader
 from simclr_cli.core.data.sampler import ResumableRandomSampler
 from simclr_cli.core.progress import ProgressEvent
@@ -98,6 +99,24 @@ def test_train_image_loader__cache_off_never_caches(tmp_path: Path):
     )
     collect(loader)
     assert not loader.cached and loader.cache is None
+
+
+def test_train_image_loader__workers_get_the_paths_as_flat_arrays(tmp_path: Path):
+    # A list of Path objects would be copied page by page into each worker as it is read.
+    paths = make_folder(tmp_path / "images", 4)
+    loader = TrainImageLoader(
+        paths,
+        image_size=32,
+        batch_size=2,
+        workers=1,
+        cache="off",
+        generator=torch.Generator().manual_seed(0),
+    )
+    dataset = loader._create_loader().dataset
+    assert isinstance(loader.paths, FileIndex) and isinstance(dataset.paths, FileIndex)
+    assert list(dataset.paths) == paths
+    images, skipped = collect(loader)
+    assert sorted(images) == [0, 1, 2, 3] and skipped == 0
 
 
 def test_data_wait_gauge__measures_waiting_and_hints_once(monkeypatch: pytest.MonkeyPatch):

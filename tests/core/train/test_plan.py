@@ -12,6 +12,8 @@ import torch
 from simclr_cli.core._runtime import resolve_precision
 from simclr_cli.core._threads import default_workers
 from simclr_cli.core.choices import CacheMode, Precision, Preset, Stem
+from simclr_cli.core.data.files import find_images
+from simclr_cli.core.data.index import FileIndex
 from simclr_cli.core.errors import ConfigError, DataError
 from simclr_cli.core.progress import ProgressEvent
 from simclr_cli.core.train.loop import pretrain
@@ -42,6 +44,7 @@ def test_plan_run__resolves_every_auto(shapes_dir: Path, tmp_path: Path):
     config = tiny_config(shapes_dir, tmp_path / "run", workers=None, device="cpu")
     plan = plan_run(config=config)
     assert plan.num_images == 24 and not plan.bad_images
+    assert isinstance(plan.images, FileIndex) and list(plan.images) == find_images(shapes_dir)
     assert (plan.world_size, plan.batch_per_rank, plan.processes.launch) == (1, 8, False)
     assert plan.device == torch.device("cpu")
     assert plan.precision is resolve_precision(Precision.auto, plan.device)
