@@ -26,7 +26,7 @@ from .._runtime import seed_worker
 from ..choices import CacheMode
 from ..errors import ImageDecodeError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
-from .checks import BadImage
+from .checks import BadImage, bad_image
 from .decode import decode_for_training, source_side_bound, stack_images
 from .sampler import ResumableRandomSampler
 
@@ -83,7 +83,7 @@ class DecodedImageDataset(Dataset):
         try:
             return index, decode_for_training(self.paths[index], max_short_side=self.max_short_side)
         except ImageDecodeError as error:
-            return index, BadImage(str(self.paths[index]), error.reason)
+            return index, bad_image(error)
 
 
 def collate_images(samples: list[tuple[int, torch.Tensor | BadImage | None]]) -> ImageBatch:

@@ -325,7 +325,7 @@ def _pretrain(
                     break
             if step == steps_before_epoch:
                 raise DataError(
-                    f"none of the images in {config.data} could be decoded; check the files"
+                    f"none of the images in {config.data_label()} could be decoded; check the files"
                 )
             epoch += 1
     except Exception:

@@ -23,7 +23,7 @@ from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
 from ..choices import CacheMode, Precision, Preset, Stem
 from ..config import PretrainConfig, config_to_dict
 from ..data.checks import BadImage, describe_bad_images, refuse_bad_images, scan_images
-from ..data.files import find_images
+from ..data.files import resolve_inputs
 from ..data.loader import cache_budget_bytes
 from ..distributed.ranks import (
     ProcessPlan,
@@ -255,21 +255,32 @@ def plan_run(*, config: PretrainConfig) -> RunPlan:
 
 
 def _training_images(config: PretrainConfig) -> tuple[list[Path], list[BadImage]]:
-    # Files that cannot be images at all are found now, before the first step.
-    paths, bad_images = scan_images(find_images(config.data))
+    # The inputs (folders, files, a file list) are resolved once; listed files that are missing
+    # and files that cannot be images at all are found now, before the first step.
+    resolved = resolve_inputs(config.inputs, file_list=config.file_list)
+    paths, bad_images = scan_images(resolved.paths)
+    bad_images = [*resolved.missing, *bad_images]
+    label = config.data_label()
     if config.on_bad_image.value == "fail":
-        refuse_bad_images(bad_images, config.data)
+        refuse_bad_images(bad_images, label)
     if not paths:
         raise DataError(
-            f"none of the images in {config.data} could be decoded "
+            f"none of the images in {label} could be decoded "
             f"({describe_bad_images(bad_images)}); check the files"
         )
     if len(paths) < config.batch_size:
         raise DataError(
-            f"{config.data} has {len(paths)} images, fewer than --batch-size "
+            f"{label} has {len(paths)} images, fewer than --batch-size "
             f"{config.batch_size}; lower --batch-size or add images"
         )
     return paths, bad_images
+
+
+def _resolved_inputs(config: PretrainConfig) -> str | list[str] | None:
+    inputs = [str(Path(item).resolve()) for item in config.inputs]
+    if not inputs:
+        return None
+    return inputs[0] if len(inputs) == 1 else inputs
 
 
 def resolved_settings(config: PretrainConfig, plan: RunPlan) -> dict[str, Any]:
@@ -278,9 +289,14 @@ def resolved_settings(config: PretrainConfig, plan: RunPlan) -> dict[str, Any]:
     With the step plan added, this is what a checkpoint records and ``--resume`` compares.
     """
     settings = config_to_dict(config)
+    settings.pop("extra_data", None)
     settings.update(
         {
-            "data": str(Path(config.data).resolve()),
+            # Several inputs are one list under `data`, as the command line takes them.
+            "data": _resolved_inputs(config),
+            "file_list": None
+            if config.file_list is None or str(config.file_list) == "-"
+            else str(Path(config.file_list).resolve()),
             "preset": plan.preset.value,
             "color_strength": plan.color_strength,
             "stem": plan.stem.value,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from simclr_cli.core.data.files import (
     find_images,
     find_labeled_images,
     load_rgb,
+    resolve_inputs,
 )
 from simclr_cli.core.errors import DataError, ImageDecodeError
 
@@ -96,3 +98,44 @@ def test_load_rgb__non_image_raises_decode_error(tmp_path: Path):
     path.write_text("this is text")
     with pytest.raises(ImageDecodeError, match="not an image file"):
         load_rgb(path)
+
+
+def test_resolve_inputs__several_inputs_then_the_list_relative_to_its_folder(tmp_path: Path):
+    red = Image.new("RGB", (4, 4), "red")
+    folder = tmp_path / "folder"
+    _save(folder / "b.png", red)
+    _save(folder / "a.png", red)
+    single = _save(tmp_path / "single.png", red)
+    listed = _save(tmp_path / "lists" / "photos" / "x.png", red)
+    file_list = tmp_path / "lists" / "files.txt"
+    file_list.write_text("photos/x.png\n\nphotos/gone.png\n" + str(single) + "\n")
+    resolved = resolve_inputs([single, folder], file_list=file_list)
+    assert resolved.paths == [single, folder / "a.png", folder / "b.png", listed, single]
+    assert [Path(b.path).name for b in resolved.missing] == ["gone.png"]
+    assert "file not found" in resolved.missing[0].reason and resolved.missing[0].fix
+
+
+def test_resolve_inputs__dash_reads_standard_input_relative_to_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    _save(tmp_path / "x.png", Image.new("RGB", (4, 4)))
+    monkeypatch.chdir(tmp_path)
+    resolved = resolve_inputs([], file_list="-", stdin=io.StringIO("x.png\ny.png\n"))
+    assert resolved.paths == [Path("x.png")] and resolved.missing[0].path == "y.png"
+
+
+def test_resolve_inputs__nothing_usable_is_refused(tmp_path: Path):
+    file_list = tmp_path / "files.txt"
+    file_list.write_text("a.png\nb.png\n")
+    with pytest.raises(DataError, match=r"none of the 2 listed files exists \(.*a\.png"):
+        resolve_inputs([], file_list=file_list)
+    file_list.write_text("\n\n")
+    with pytest.raises(DataError, match="names no files"):
+        resolve_inputs([], file_list=file_list)
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_inputs([], file_list=tmp_path / "nope.txt")
+
+
+def test_resolve_inputs__missing_input_on_the_command_line_is_refused(tmp_path: Path):
+    with pytest.raises(DataError, match=r"nope\.png does not exist"):
+        resolve_inputs([tmp_path / "nope.png"])
