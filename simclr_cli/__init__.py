@@ -87,10 +87,10 @@ __all__ = [
     "predict",
     "pretrain",
     "probe",
+    "read_embeddings",
     "read_metadata",
     "run_demo",
     "save_model",
-    "read_embeddings",
     "write_embeddings",
 ]
 

@@ -85,7 +85,11 @@ _UNSUPPORTED_WORDS = ("mode", "unsupported", "not supported", "decoder", "encode
 
 
 def _megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:.0f} megapixels" if pixels >= 10**7 else f"{pixels / 1e6:.1f} megapixels"
+    if pixels >= 10**7:
+        return f"{pixels / 1e6:.0f} megapixels"
+    if pixels >= 10**5:
+        return f"{pixels / 1e6:.1f} megapixels"
+    return f"{pixels:,} pixels"
 
 
 def pillow_claimed_pixels(error: BaseException) -> int | None:
@@ -106,7 +110,9 @@ def too_many_pixels(
     """
     if size is not None:
         pixels = size[0] * size[1]
-        claimed = f"{size[0]} x {size[1]} pixels ({_megapixels(pixels)})"
+        claimed = f"{size[0]} x {size[1]} pixels"
+        if pixels >= 10**5:
+            claimed += f" ({_megapixels(pixels)})"
     elif pixels is not None:
         claimed = f"{_megapixels(pixels)}"
     else:

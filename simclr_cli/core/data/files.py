@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
@@ -82,6 +84,10 @@ def _walk_images(root: Path) -> Iterable[Path]:
 
 #: The ``--file-list`` name that reads the list from standard input.
 STDIN_LIST = "-"
+#: Standard input (the stream and its text) as first read by ``read_file_list``: a second read
+#: of the same stream (a run planned twice, or handed to its ranks by ``listed_in_a_file``) sees
+#: the same list. The stream is kept so that a replaced ``sys.stdin`` is read afresh.
+_stdin_read: tuple[TextIO, str] | None = None
 
 
 class ResolvedInputs(NamedTuple):
@@ -114,9 +120,15 @@ def read_file_list(file_list: Path | str, *, stdin: TextIO | None = None) -> lis
     Raises:
         DataError: When the list file cannot be read or names no file.
     """
+    global _stdin_read
     if str(file_list) == STDIN_LIST:
-        stream = sys.stdin if stdin is None else stdin
-        text, base, name = stream.read(), Path(), "standard input"
+        if stdin is not None:
+            text = stdin.read()
+        else:
+            if _stdin_read is None or _stdin_read[0] is not sys.stdin:
+                _stdin_read = (sys.stdin, sys.stdin.read())
+            text = _stdin_read[1]
+        base, name = Path(), "standard input"
     else:
         list_path = Path(file_list)
         try:
@@ -141,6 +153,25 @@ def read_file_list(file_list: Path | str, *, stdin: TextIO | None = None) -> lis
             flag="--file-list",
         )
     return paths
+
+
+@contextlib.contextmanager
+def listed_in_a_file(file_list: Path | str) -> Iterator[Path]:
+    """The paths of a file list (standard input too) in a temporary file, as absolute paths.
+
+    For processes that cannot read this one's standard input (the ranks of a job).
+
+    Yields:
+        The temporary list file; removed afterwards.
+    """
+    paths = read_file_list(file_list)
+    handle, name = tempfile.mkstemp(prefix="simclr-file-list-", suffix=".txt")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", errors="surrogateescape") as stream:
+            stream.writelines(f"{Path(path).absolute()}\n" for path in paths)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def resolve_inputs(

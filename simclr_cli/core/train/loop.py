@@ -21,6 +21,7 @@ from torch import nn
 from .._amp import StepOutcome, create_grad_scaler, finish_step, scaled_backward
 from .._runtime import autocast
 from ..config import PretrainConfig
+from ..data.files import STDIN_LIST, listed_in_a_file
 from ..data.loader import DataWaitGauge
 from ..distributed.collectives import agree_batch_size, nt_xent_across_ranks, sum_across_ranks
 from ..distributed.launcher import launch_pretrain
@@ -178,6 +179,13 @@ def _pretrain(
     if plan.processes.launch:
         refuse_early(config.out, force=config.force, resume=config.resume)
         processes = plan.processes.processes
+        if config.file_list is not None and str(config.file_list) == STDIN_LIST:
+            # The ranks cannot read this process's standard input: hand them the list as a file.
+            with listed_in_a_file(config.file_list) as listed:
+                ranks_config = dataclasses.replace(config, file_list=listed)
+                return launch_pretrain(
+                    pretrain, config=ranks_config, progress=progress, processes=processes
+                )
         return launch_pretrain(pretrain, config=config, progress=progress, processes=processes)
     context = join_job(plan.processes)
     if not context.is_main:

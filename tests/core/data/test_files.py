@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from simclr_cli.core.data import files as files_module
 from simclr_cli.core.data.files import (
     collect_inputs,
     find_images,
     find_labeled_images,
+    listed_in_a_file,
     load_rgb,
     resolve_inputs,
 )
@@ -139,3 +141,20 @@ def test_resolve_inputs__nothing_usable_is_refused(tmp_path: Path):
 def test_resolve_inputs__missing_input_on_the_command_line_is_refused(tmp_path: Path):
     with pytest.raises(DataError, match=r"nope\.png does not exist"):
         resolve_inputs([tmp_path / "nope.png"])
+
+
+def test_listed_in_a_file__hands_standard_input_on_as_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The ranks of a job cannot read the launcher's standard input; they get a file instead,
+    # and a second read in the same process sees the same list.
+    _save(tmp_path / "x.png", Image.new("RGB", (4, 4)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(files_module, "_stdin_read", None)
+    monkeypatch.setattr("sys.stdin", io.StringIO("x.png\n"))
+    assert resolve_inputs([], file_list="-").paths == [Path("x.png")]
+    assert resolve_inputs([], file_list="-").paths == [Path("x.png")]  # Read once, kept.
+    with listed_in_a_file("-") as listed:
+        assert listed.read_text() == f"{tmp_path / 'x.png'}\n"
+        assert resolve_inputs([], file_list=listed).paths == [tmp_path / "x.png"]
+    assert not listed.exists()
