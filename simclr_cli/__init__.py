@@ -31,7 +31,7 @@ from .core.config import (
 )
 from .core.demo import run_demo
 from .core.errors import SimCLRError
-from .core.eval.embed import embed, embed_images, write_embeddings
+from .core.eval.embed import embed, embed_images, read_embeddings, write_embeddings
 from .core.eval.finetune import FinetuneResult, finetune
 from .core.eval.knn import knn_accuracy, knn_predict
 from .core.eval.predict import PredictResult, predict
@@ -87,6 +87,7 @@ __all__ = [
     "predict",
     "pretrain",
     "probe",
+    "read_embeddings",
     "read_metadata",
     "run_demo",
     "save_model",

@@ -8,14 +8,16 @@ A flag's default is the default of the config field it fills (``default_of(Embed
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..core.augment.recipe import CIFAR_PRESET_MAX_SIZE, DEFAULT_COLOR_STRENGTH
-from ..core.choices import DeviceName, Preset
+from ..core.choices import BadImagePolicy, DeviceName, Preset
 from ..core.constants import COLOR_STRENGTH_RANGE, SMALL_IMAGE_SIZE
+from ..core.data.checks import BadImage, describe_bad_images, display_path
 
 # Help phrases that quote the augmentation recipe, so the help cannot drift from it.
 #: "in [0, 2.5]": the colour strengths the recipe accepts.
@@ -91,3 +93,34 @@ ValFractionOption = Annotated[
     float,
     typer.Option(help="Without --val: share of each class of --train held out (seeded)."),
 ]
+#: The help of --on-bad-image where no run folder lists the files (pretrain says RUN/skipped.txt).
+ON_BAD_IMAGE_HELP = (
+    "skip: leave unreadable files out and list them (--skipped FILE, else the first few on "
+    "stderr); fail: stop at the first."
+)
+OnBadImageOption = Annotated[BadImagePolicy, typer.Option("--on-bad-image", help=ON_BAD_IMAGE_HELP)]
+SkippedOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--skipped",
+        help="Write the files left out to this file, one path<TAB>reason line each.",
+        show_default=False,
+    ),
+]
+FileListOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--file-list",
+        help="A file of image paths, one a line, relative to the list's folder; - reads "
+        "standard input. Listed files that are missing are skipped and listed.",
+        show_default=False,
+    ),
+]
+
+
+def skipped_line(skipped: Sequence[BadImage], listed: Path | None) -> str:
+    """The stderr line about the files left out: where they are listed, or the first few."""
+    count = f"{len(skipped)} unreadable file{'s' if len(skipped) != 1 else ''} skipped"
+    if listed is not None:
+        return f"{count} (listed in {display_path(listed)})"
+    return f"{count}: {describe_bad_images(skipped)} (--skipped FILE lists them all)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -14,16 +15,22 @@ from rich.table import Table
 
 from ..core._io import check_png_path
 from ..core.config import EmbedConfig
-from ..core.eval.embed import EmbedResult, embed, write_embeddings
+from ..core.data.checks import display_path
+from ..core.eval.embed import EmbedResult, embed, read_embeddings
 from ..core.viz.embedding_map import MapMethod, save_embedding_map
 from . import _console
 from ._options import (
     BatchSizeOption,
     DeviceOption,
+    FileListOption,
     JsonOption,
     ModelArgument,
+    OnBadImageOption,
     QuietOption,
+    SkippedOption,
+    WorkersOption,
     default_of,
+    skipped_line,
 )
 from ._progress import create_progress
 
@@ -36,6 +43,10 @@ EPILOG = """[bold]Examples[/]
   simclr embed runs/first/model.safetensors a.jpg b.png --json > embeddings.json
 
   simclr embed runs/first/model.safetensors ./val --map map.png   [dim]# thumbnails on a 2-D map[/]
+
+  find /photos -name '*.jpg' | simclr embed runs/first/model.safetensors --file-list - -o x.npy
+
+  simclr embed runs/first/model.safetensors ./photos -o x.parquet --resume   [dim]# after Ctrl-C[/]
 """
 
 
@@ -47,7 +58,8 @@ def render_table(result: EmbedResult, *, first: int = 4) -> Table:
     table.add_column("dim", justify="right")
     table.add_column("norm", justify="right")
     table.add_column("first values")
-    for path, row in zip(result.paths, result.embeddings, strict=True):
+    rows: Sequence[np.ndarray] = [] if result.embeddings is None else list(result.embeddings)
+    for path, row in zip(result.paths, rows, strict=True):
         values = ", ".join(f"{v:+.3f}" for v in row[:first])
         table.add_row(
             escape(str(path)),
@@ -67,7 +79,8 @@ def embed_command(
             "(a .tar, a folder of them or a brace pattern).",
             show_default=False,
         ),
-    ],
+    ] = default_of(EmbedConfig, "inputs"),
+    file_list: FileListOption = default_of(EmbedConfig, "file_list"),
     projection: Annotated[
         bool,
         typer.Option(
@@ -77,9 +90,22 @@ def embed_command(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Write to .npy, .safetensors, .csv or .jsonl (by suffix)."
+            "--output",
+            "-o",
+            help="Write the rows as they are computed to .npy (paths in .paths.txt beside it), "
+            ".safetensors, .csv, .jsonl or .parquet (needs pyarrow), by suffix.",
         ),
-    ] = None,
+    ] = default_of(EmbedConfig, "output"),
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted --output (its .partial folder): keep the rows "
+            "written, embed the rest.",
+        ),
+    ] = default_of(EmbedConfig, "resume"),
+    on_bad_image: OnBadImageOption = default_of(EmbedConfig, "on_bad_image"),
+    skipped: SkippedOption = default_of(EmbedConfig, "skipped"),
     map_path: Annotated[
         Path | None,
         typer.Option("--map", help="Also draw a 2-D map of the embeddings with thumbnails (.png)."),
@@ -93,48 +119,71 @@ def embed_command(
     ] = MapMethod.auto,
     as_json: JsonOption = False,
     batch_size: BatchSizeOption = default_of(EmbedConfig, "batch_size"),
+    workers: WorkersOption = default_of(EmbedConfig, "workers"),
     device: DeviceOption = default_of(EmbedConfig, "device"),
     quiet: QuietOption = False,
 ) -> None:
     """Embed images with a pretrained model. [dim]simclr embed model.safetensors photo.jpg[/]"""
     config = EmbedConfig(
-        model=model, inputs=inputs, projection=projection, batch_size=batch_size, device=device
+        model=model,
+        inputs=list(inputs or []),
+        file_list=file_list,
+        projection=projection,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        output=output,
+        resume=resume,
+        on_bad_image=on_bad_image,
+        skipped=skipped,
     )
     if map_path is not None:
         check_png_path(map_path, flag="--map")
     with create_progress(quiet=quiet or as_json) as progress:
         result = embed(config=config, progress=progress)
+        embeddings = result.embeddings
+        if embeddings is None and (map_path is not None or as_json) and output is not None:
+            embeddings = read_embeddings(output)[1]  # Written to a file: read back for these.
+        if embeddings is None:
+            embeddings = np.zeros((0, result.dimension), dtype=np.float32)
         if map_path is not None:
             drawn = save_embedding_map(
-                result.paths, result.embeddings, map_path, method=map_method, progress=progress
+                result.paths, embeddings, map_path, method=map_method, progress=progress
             )
-    if output is not None:
-        write_embeddings(result, output)
     if as_json:
         document = {
             "model": str(model),
             "backbone": result.metadata.backbone,
             "projection": result.projection,
-            "dimension": int(result.embeddings.shape[1]),
+            "dimension": result.dimension,
             "output": None if output is None else str(output),
             "map": None if map_path is None else str(map_path),
             "map_method": None if map_path is None else str(drawn.method),
+            "skipped": [{"path": display_path(b.path), "reason": b.reason} for b in result.skipped],
             "embeddings": [
                 {"path": str(path), "embedding": row.tolist()}
-                for path, row in zip(result.paths, result.embeddings, strict=True)
+                for path, row in zip(result.paths, embeddings, strict=True)
             ],
         }
         sys.stdout.write(json.dumps(document) + "\n")
-    elif output is not None:
+        return
+    if result.skipped:
+        _console.stderr.print(
+            f"[yellow]{escape(skipped_line(result.skipped, skipped))}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if output is not None:
+        resumed = f" · {result.resumed_rows} kept from before" if result.resumed_rows else ""
         _console.stdout.print(
-            f"Wrote {len(result.paths)} embeddings of dimension {result.embeddings.shape[1]} to "
-            f"[bold]{escape(str(output))}[/]",
+            f"Wrote {len(result.paths)} embeddings of dimension {result.dimension} to "
+            f"[bold]{escape(str(output))}[/]{resumed}",
             highlight=False,
             soft_wrap=True,
         )
     elif not quiet and map_path is None:
         _console.stdout.print(render_table(result))
-    if map_path is not None and not as_json:
+    if map_path is not None:
         method = "t-SNE" if drawn.method == "tsne" else "PCA"
         _console.stdout.print(
             f"Wrote a {method} map of {len(result.paths)} images to "

@@ -19,12 +19,15 @@ from ._options import (
     DeviceOption,
     JsonOption,
     ModelArgument,
+    OnBadImageOption,
     QuietOption,
     SeedOption,
+    SkippedOption,
     TrainFolderOption,
     ValFractionOption,
     WorkersOption,
     default_of,
+    skipped_line,
 )
 from ._progress import create_progress
 
@@ -104,6 +107,8 @@ def finetune_command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing classifier file.")
     ] = default_of(FinetuneConfig, "force"),
+    on_bad_image: OnBadImageOption = default_of(FinetuneConfig, "on_bad_image"),
+    skipped: SkippedOption = default_of(FinetuneConfig, "skipped"),
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -130,9 +135,17 @@ def finetune_command(
         precision=precision,
         device=device,
         force=force,
+        on_bad_image=on_bad_image,
+        skipped=skipped,
     )
     with create_progress(quiet=quiet or as_json) as progress:
         result = finetune(config=config, progress=progress)
+    if result.skipped and not as_json:
+        _console.stderr.print(
+            f"[yellow]{escape(skipped_line(result.skipped, skipped))}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return

@@ -14,7 +14,17 @@ from rich.table import Table
 from ..core.config import PredictConfig
 from ..core.eval.predict import PredictResult, predict, write_predictions
 from . import _console
-from ._options import BatchSizeOption, DeviceOption, JsonOption, QuietOption, default_of
+from ._options import (
+    BatchSizeOption,
+    DeviceOption,
+    FileListOption,
+    JsonOption,
+    OnBadImageOption,
+    QuietOption,
+    SkippedOption,
+    default_of,
+    skipped_line,
+)
 from ._progress import create_progress
 
 EPILOG = """[bold]Examples[/]
@@ -57,7 +67,10 @@ def predict_command(
         typer.Argument(
             help="Image files and/or folders (searched recursively).", show_default=False
         ),
-    ],
+    ] = default_of(PredictConfig, "inputs"),
+    file_list: FileListOption = default_of(PredictConfig, "file_list"),
+    on_bad_image: OnBadImageOption = default_of(PredictConfig, "on_bad_image"),
+    skipped: SkippedOption = default_of(PredictConfig, "skipped"),
     top_k: Annotated[
         int, typer.Option("--top-k", "-k", help="Classes reported per image.")
     ] = default_of(PredictConfig, "top_k"),
@@ -74,7 +87,14 @@ def predict_command(
     [dim]simclr predict classifier.safetensors photo.jpg[/]
     """
     config = PredictConfig(
-        classifier=classifier, inputs=inputs, top_k=top_k, batch_size=batch_size, device=device
+        classifier=classifier,
+        inputs=list(inputs or []),
+        top_k=top_k,
+        batch_size=batch_size,
+        device=device,
+        file_list=file_list,
+        on_bad_image=on_bad_image,
+        skipped=skipped,
     )
     with create_progress(quiet=quiet or as_json) as progress:
         result = predict(config=config, progress=progress)
@@ -89,7 +109,14 @@ def predict_command(
             "images": result.to_records(),
         }
         sys.stdout.write(json.dumps(document) + "\n")
-    elif output is not None:
+        return
+    if result.skipped:
+        _console.stderr.print(
+            f"[yellow]{escape(skipped_line(result.skipped, skipped))}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if output is not None:
         _console.stdout.print(
             f"Wrote top-{result.top_k} predictions of {len(result.paths)} images to "
             f"[bold]{escape(str(output))}[/]",

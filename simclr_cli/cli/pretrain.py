@@ -38,6 +38,7 @@ from ._options import (
     STRENGTH_DEFAULTS_TEXT,
     STRENGTH_RANGE_TEXT,
     DeviceOption,
+    FileListOption,
     ImageSizeOption,
     JsonOption,
     QuietOption,
@@ -74,6 +75,7 @@ EPILOG = """[bold]Examples[/]
   simclr pretrain ./huge-folder --cache off --workers 8 --compile
   simclr pretrain --config runs/first/config.toml --out runs/again   [dim]# repeat a run[/]
   simclr pretrain ./images --logger csv --logger tensorboard
+  simclr pretrain ./photos-2023 ./photos-2024 --file-list more.txt   [dim]# several inputs[/]
 """
 
 
@@ -103,14 +105,15 @@ def with_plan_table(progress: ProgressCallback) -> ProgressCallback:
 
 def pretrain_command(
     data: Annotated[
-        Path,
+        list[Path] | None,
         typer.Argument(
-            help="Folder of images, searched recursively; labels are ignored. Or WebDataset tar "
-            "shards: a .tar, a folder of them, or a pattern such as "
+            help="Folders of images (searched recursively; labels are ignored) and/or image "
+            "files. Or WebDataset tar shards: a .tar, a folder of them, or a pattern such as "
             "'shards/shard-{000000..000099}.tar'.",
             show_default=False,
         ),
-    ],
+    ] = None,
+    file_list: FileListOption = default_of(PretrainConfig, "file_list"),
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Run folder to write.", rich_help_panel=RUN)
     ] = default_of(PretrainConfig, "out"),
@@ -391,8 +394,11 @@ def pretrain_command(
     RUN/config.toml and RUN/checkpoint.safetensors. Ctrl-C (or SIGTERM) stops after the current
     step with a checkpoint; --resume continues from it.
     """
+    inputs = list(data or [])
     config = PretrainConfig(
-        data=data,
+        data=inputs[0] if inputs else None,
+        extra_data=inputs[1:],
+        file_list=file_list,
         out=out,
         backbone=backbone,
         stem=stem,

@@ -20,12 +20,15 @@ from ._options import (
     BatchSizeOption,
     DeviceOption,
     JsonOption,
+    OnBadImageOption,
     QuietOption,
     SeedOption,
+    SkippedOption,
     TrainFolderOption,
     ValFractionOption,
     WorkersOption,
     default_of,
+    skipped_line,
 )
 from ._progress import create_progress
 
@@ -115,6 +118,8 @@ def probe_command(
     workers: WorkersOption = None,
     seed: SeedOption = default_of(ProbeConfig, "seed"),
     device: DeviceOption = default_of(ProbeConfig, "device"),
+    on_bad_image: OnBadImageOption = default_of(ProbeConfig, "on_bad_image"),
+    skipped: SkippedOption = default_of(ProbeConfig, "skipped"),
     quiet: QuietOption = False,
 ) -> None:
     """Score an encoder's features: linear probe and weighted kNN, top-1/top-5.
@@ -136,9 +141,17 @@ def probe_command(
         workers=default_workers() if workers is None else workers,
         seed=seed,
         device=device,
+        on_bad_image=on_bad_image,
+        skipped=skipped,
     )
     with create_progress(quiet=quiet or as_json) as progress:
         result = probe(config=config, progress=progress)
+    if result.skipped and not as_json:
+        _console.stderr.print(
+            f"[yellow]{escape(skipped_line(result.skipped, skipped))}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
     elif quiet:

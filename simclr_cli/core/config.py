@@ -40,7 +40,7 @@ class PretrainConfig:
     and batch size, the preset from the image size, the head's hidden size from the backbone.
     """
 
-    data: Path
+    data: Path | None = None
     out: Path = Path("runs/simclr")
     backbone: str = "resnet18"
     stem: Stem = Stem.auto
@@ -84,6 +84,10 @@ class PretrainConfig:
     cache: CacheMode = CacheMode.auto
     compile: bool = False
     loggers: list[LoggerName] = field(default_factory=list)
+    #: More image folders or files after ``data`` (``simclr pretrain A B C``).
+    extra_data: list[Path] = field(default_factory=list)
+    #: A file of image paths, one a line, relative to its folder; ``"-"`` for standard input.
+    file_list: Path | None = None
     # Not a flag: when the command started, as time.time(). The command line sets it to its
     # process's start and a launching process passes it to its ranks, so that --time-budget
     # bounds the whole command; None: the budget starts when pretrain() is called.
@@ -92,7 +96,9 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         # Python callers may pass plain strings; the rest of the core relies on the enums.
         self.loggers = [_choice(LoggerName, name, "--logger") for name in self.loggers]
-        self.data = Path(self.data)
+        self.data = None if self.data is None else Path(self.data)
+        self.extra_data = [Path(item) for item in self.extra_data]
+        self.file_list = None if self.file_list is None else Path(self.file_list)
         self.out = Path(self.out)
         if self.val is not None:
             self.val = Path(self.val)
@@ -115,6 +121,8 @@ class PretrainConfig:
         Raises:
             ConfigError: When a value cannot work.
         """
+        if self.data is None and self.file_list is None:
+            raise ConfigError("give a folder of images to pretrain on (or files, or --file-list)")
         _positive("--image-size", self.image_size)
         if self.image_size < 8:
             raise ConfigError(
@@ -179,22 +187,59 @@ class PretrainConfig:
         if self.cpu_processes is not None:
             _positive("--cpu-processes", self.cpu_processes)
 
+    @property
+    def inputs(self) -> list[Path]:
+        """The folders and files of the command line: ``data`` then ``extra_data``."""
+        return ([] if self.data is None else [self.data]) + list(self.extra_data)
+
+    def data_label(self) -> str:
+        """The training data in a message: the folder, or how many inputs and the list."""
+        parts = [str(item) for item in self.inputs]
+        if self.file_list is not None:
+            parts.append(f"--file-list {self.file_list}")
+        return parts[0] if len(parts) == 1 else " + ".join(parts)
+
 
 @dataclass
 class EmbedConfig:
-    """Inputs of ``embed``: a model file and the images to embed."""
+    """Inputs of ``embed``: a model file, the images to embed, and where the rows go.
+
+    Attributes:
+        model: A model.safetensors written by ``pretrain``.
+        inputs: Image files and/or folders (searched recursively).
+        file_list: A file of image paths, one a line, relative to its folder; ``"-"`` for
+            standard input.
+        projection: Embed with the projection head instead of backbone features.
+        batch_size: Images per forward pass.
+        workers: Decoding processes; ``None`` picks half the cores for more than two batches.
+        device: Where to compute.
+        output: Write the rows to this file as they are computed (by suffix: .npy,
+            .safetensors, .csv, .jsonl or .parquet); ``None`` keeps them in memory.
+        resume: Continue an interrupted ``output`` (its ``.partial`` folder).
+        on_bad_image: ``skip`` leaves unreadable files out (listed); ``fail`` stops at the first.
+        skipped: Write the files left out here (``path<TAB>reason`` lines).
+    """
 
     model: Path
     inputs: list[Path] = field(default_factory=list)
+    file_list: Path | None = None
     projection: bool = False
     batch_size: int = 64
-    workers: int = 0
+    workers: int | None = None
     device: DeviceName = DeviceName.auto
+    output: Path | None = None
+    resume: bool = False
+    on_bad_image: BadImagePolicy = BadImagePolicy.skip
+    skipped: Path | None = None
 
     def __post_init__(self) -> None:
         self.model = Path(self.model)
         self.inputs = [Path(item) for item in self.inputs]
+        self.file_list = None if self.file_list is None else Path(self.file_list)
+        self.output = None if self.output is None else Path(self.output)
+        self.skipped = None if self.skipped is None else Path(self.skipped)
         self.device = _choice(DeviceName, self.device, "--device")
+        self.on_bad_image = _choice(BadImagePolicy, self.on_bad_image, "--on-bad-image")
 
     def validate(self) -> None:
         """Refuse impossible values.
@@ -203,8 +248,14 @@ class EmbedConfig:
             ConfigError: When a value cannot work.
         """
         _positive("--batch-size", self.batch_size)
-        if not self.inputs:
-            raise ConfigError("give at least one image file or folder to embed")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be 0 or more, got {self.workers}", flag="--workers")
+        if not self.inputs and self.file_list is None:
+            raise ConfigError("give at least one image file or folder to embed, or --file-list")
+        if self.resume and self.output is None:
+            raise ConfigError(
+                "--resume continues an interrupted --output file; give --output", flag="--resume"
+            )
 
 
 @dataclass
@@ -289,6 +340,10 @@ class ProbeConfig:
     workers: int = 0
     seed: int = 0
     device: DeviceName = DeviceName.auto
+    #: ``skip`` leaves unreadable files out (listed); ``fail`` stops at the first.
+    on_bad_image: BadImagePolicy = BadImagePolicy.skip
+    #: Write the files left out here (``path<TAB>reason`` lines).
+    skipped: Path | None = None
 
     def __post_init__(self) -> None:
         self.train = Path(self.train)
@@ -297,6 +352,8 @@ class ProbeConfig:
         self.init_weights = None if self.init_weights is None else Path(self.init_weights)
         self.stem = _choice(Stem, self.stem, "--stem")
         self.device = _choice(DeviceName, self.device, "--device")
+        self.on_bad_image = _choice(BadImagePolicy, self.on_bad_image, "--on-bad-image")
+        self.skipped = None if self.skipped is None else Path(self.skipped)
 
     def validate(self) -> None:
         """Refuse contradictory or impossible settings.
@@ -353,6 +410,10 @@ class FinetuneConfig:
     seed: int = 0
     precision: Precision = Precision.auto
     device: DeviceName = DeviceName.auto
+    #: ``skip`` leaves unreadable files out (listed); ``fail`` stops at the first.
+    on_bad_image: BadImagePolicy = BadImagePolicy.skip
+    #: Write the files left out here (``path<TAB>reason`` lines).
+    skipped: Path | None = None
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -362,6 +423,8 @@ class FinetuneConfig:
         self.out = None if self.out is None else Path(self.out)
         self.precision = _choice(Precision, self.precision, "--precision")
         self.device = _choice(DeviceName, self.device, "--device")
+        self.on_bad_image = _choice(BadImagePolicy, self.on_bad_image, "--on-bad-image")
+        self.skipped = None if self.skipped is None else Path(self.skipped)
 
     def validate(self) -> None:
         """Refuse impossible settings.
@@ -401,11 +464,20 @@ class PredictConfig:
     top_k: int = 5
     batch_size: int = 64
     device: DeviceName = DeviceName.auto
+    #: A file of image paths, one a line, relative to its folder; ``"-"`` for standard input.
+    file_list: Path | None = None
+    #: ``skip`` leaves unreadable files out (listed); ``fail`` stops at the first.
+    on_bad_image: BadImagePolicy = BadImagePolicy.skip
+    #: Write the files left out here (``path<TAB>reason`` lines).
+    skipped: Path | None = None
 
     def __post_init__(self) -> None:
         self.classifier = Path(self.classifier)
         self.inputs = [Path(item) for item in self.inputs]
         self.device = _choice(DeviceName, self.device, "--device")
+        self.file_list = None if self.file_list is None else Path(self.file_list)
+        self.skipped = None if self.skipped is None else Path(self.skipped)
+        self.on_bad_image = _choice(BadImagePolicy, self.on_bad_image, "--on-bad-image")
 
     def validate(self) -> None:
         """Refuse impossible settings.
@@ -415,8 +487,8 @@ class PredictConfig:
         """
         _positive("--top-k", self.top_k)
         _positive("--batch-size", self.batch_size)
-        if not self.inputs:
-            raise ConfigError("give at least one image file or folder to classify")
+        if not self.inputs and self.file_list is None:
+            raise ConfigError("give at least one image file or folder to classify, or --file-list")
 
 
 @dataclass

@@ -49,16 +49,25 @@ class DataError(SimCLRError):
 
 
 class ImageDecodeError(DataError):
-    """One file that exists but cannot be decoded as an image."""
+    """One file that cannot be decoded as an image.
 
-    def __init__(self, path: object, reason: str) -> None:
+    Args:
+        path: The file.
+        reason: Why, in a short phrase (see ``data/checks.py: classify_decode_failure``).
+        fix: What to do about that kind of file; a generic hint when not given.
+        kind: The kind of failure (``truncated``, ``too_many_pixels``...), when known.
+    """
+
+    def __init__(
+        self, path: object, reason: str, *, fix: str | None = None, kind: str = ""
+    ) -> None:
         self.path = path
         self.reason = reason
+        self.fix = fix or "remove the file or save it again as JPEG or PNG"
+        self.kind = kind
         # File names that are not UTF-8 are shown with \xNN escapes, so that they can be printed.
         shown = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
-        super().__init__(
-            f"cannot read image {shown}: {reason}; remove the file or convert it to JPEG or PNG"
-        )
+        super().__init__(f"cannot read image {shown}: {reason}; {self.fix}")
 
 
 class BackboneError(SimCLRError):

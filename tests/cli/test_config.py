@@ -285,3 +285,20 @@ def test_config__source_follows_the_flag_of_the_error_not_its_text(
         "error: this value cannot work (set by the environment variable SIMCLR_BATCH_SIZE)"
     )
     assert "set by" not in without_flag.output
+
+
+def test_pretrain__config_file_with_several_inputs_and_a_file_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    configs = capture(monkeypatch, pretrain_module, "pretrain")
+    path = write_config(
+        tmp_path / "settings.toml",
+        {},
+        {"pretrain": {"data": ["a", "b", "c.jpg"], "file_list": "more.txt"}},
+    )
+    runner.invoke(app, ["pretrain", "--config", str(path)])
+    runner.invoke(app, ["pretrain", "--config", str(path), "other"])
+    first, second = configs
+    assert (first.data, first.extra_data) == (Path("a"), [Path("b"), Path("c.jpg")])
+    assert first.file_list == Path("more.txt")
+    assert (second.data, second.extra_data) == (Path("other"), [])

@@ -81,3 +81,67 @@ def test_embed__map_needs_png_before_any_work(trained_model: Path, shapes_dir: P
     )
     assert result.exit_code == 1 and ".png" in result.output
     assert "Traceback" not in result.output
+
+
+def test_embed__bad_images_are_skipped_and_counted_on_stderr(
+    trained_model: Path, shapes_dir: Path, tmp_path: Path
+):
+    (tmp_path / "notes.jpg").write_text("not an image")
+    image = sorted((shapes_dir / "circle").iterdir())[0]
+    out = tmp_path / "e.csv"
+    result = runner.invoke(
+        app, ["embed", str(trained_model), str(image), str(tmp_path / "notes.jpg"), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable file skipped" in result.stderr and "notes.jpg" in result.stderr
+    assert "Wrote 1 embeddings" in result.stdout and len(out.read_text().splitlines()) == 2
+
+
+def test_embed__fail_policy_is_one_line_error(trained_model: Path, tmp_path: Path):
+    (tmp_path / "notes.jpg").write_text("not an image")
+    result = runner.invoke(
+        app, ["embed", str(trained_model), str(tmp_path / "notes.jpg"), "--on-bad-image", "fail"]
+    )
+    assert result.exit_code == 1 and "not an image file" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_embed__file_list_from_standard_input_and_skipped_file(
+    trained_model: Path, shapes_dir: Path, tmp_path: Path
+):
+    images = sorted((shapes_dir / "square").iterdir())[:2]
+    lines = "\n".join([*(str(p) for p in images), str(tmp_path / "gone.png")]) + "\n"
+    out, listed = tmp_path / "e.npy", tmp_path / "skipped.txt"
+    result = runner.invoke(
+        app,
+        ["embed", str(trained_model), "--file-list", "-", "-o", str(out), "--skipped", str(listed)],
+        input=lines,
+    )
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape[0] == 2
+    assert (tmp_path / "e.paths.txt").read_text().splitlines() == [str(p) for p in images]
+    assert listed.read_text().startswith(str(tmp_path / "gone.png") + "\tfile not found")
+    assert f"listed in {listed}" in result.stderr
+
+
+def test_embed__json_with_parquet_output_reads_the_rows_back(
+    trained_model: Path, shapes_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "e.parquet"
+    result = runner.invoke(
+        app, ["embed", str(trained_model), str(shapes_dir / "circle"), "-o", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert len(document["embeddings"]) == 8 and document["skipped"] == []
+    assert document["output"] == str(out) and out.exists()
+
+
+def test_embed__interrupted_output_needs_resume(
+    trained_model: Path, shapes_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "e.npy"
+    (tmp_path / "e.npy.partial").mkdir()
+    result = runner.invoke(app, ["embed", str(trained_model), str(shapes_dir), "-o", str(out)])
+    assert result.exit_code == 1 and "--resume" in result.output
+    assert "Traceback" not in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,71 @@ def test_predict__csv_and_jsonl_outputs(classifier_file, shapes_val_dir, tmp_pat
 def test_predict__encoder_given_as_classifier_is_one_line_error(trained_model, shapes_dir):
     result = runner.invoke(app, ["predict", str(trained_model), str(shapes_dir)])
     assert result.exit_code == 1 and "is an encoder, not a classifier" in result.output
+
+
+def _with_a_bad_file(source: Path, target: Path) -> Path:
+    """A copy of a labelled folder with a text file named .png in its first class."""
+    shutil.copytree(source, target)
+    (target / "circle" / "notes.png").write_text("not an image")
+    return target
+
+
+def test_predict__bad_and_missing_files_are_skipped_and_listed(
+    classifier_file: Path, shapes_val_dir: Path, tmp_path: Path
+):
+    images = sorted((shapes_val_dir / "square").iterdir())[:2]
+    (tmp_path / "notes.png").write_text("not an image")
+    file_list = tmp_path / "list.txt"
+    file_list.write_text("notes.png\ngone.png\n")
+    listed = tmp_path / "skipped.txt"
+    arguments = ["predict", str(classifier_file), *map(str, images), "--file-list", str(file_list)]
+    result = runner.invoke(app, [*arguments, "--skipped", str(listed)])
+    assert result.exit_code == 0, result.output
+    assert "2 unreadable files skipped" in result.stderr
+    assert [line.split("\t")[0] for line in listed.read_text().splitlines()] == [
+        str(tmp_path / "gone.png"),
+        str(tmp_path / "notes.png"),
+    ]
+    failed = runner.invoke(app, [*arguments, "--on-bad-image", "fail"])
+    assert failed.exit_code == 1 and "gone.png: file not found" in failed.output
+    assert "Traceback" not in failed.output
+
+
+def test_finetune__bad_file_is_skipped_or_fails(
+    trained_model: Path, shapes_dir: Path, shapes_val_dir: Path, tmp_path: Path
+):
+    train = _with_a_bad_file(shapes_dir, tmp_path / "train")
+    common = [
+        "finetune",
+        str(trained_model),
+        *["--train", str(train), "--val", str(shapes_val_dir), "--epochs", "1"],
+        *["--batch-size", "8", "--workers", "0"],
+    ]
+    listed = tmp_path / "skipped.txt"
+    result = runner.invoke(
+        app, [*common, "--out", str(tmp_path / "a.safetensors"), "--skipped", str(listed)]
+    )
+    assert result.exit_code == 0, result.output
+    assert listed.read_text().startswith(str(train / "circle" / "notes.png") + "\t")
+    failed = runner.invoke(
+        app, [*common, "--out", str(tmp_path / "b.safetensors"), "--on-bad-image", "fail"]
+    )
+    assert failed.exit_code == 1 and "notes.png: not an image file" in failed.output
+    assert "Traceback" not in failed.output
+
+
+def test_probe__bad_file_is_skipped_and_counted(
+    trained_model: Path, shapes_dir: Path, shapes_val_dir: Path, tmp_path: Path
+):
+    train = _with_a_bad_file(shapes_dir, tmp_path / "train")
+    result = runner.invoke(
+        app,
+        [
+            "probe",
+            str(trained_model),
+            *["--train", str(train), "--val", str(shapes_val_dir)],
+            *["--batch-size", "8", "--workers", "0", "--k", "5", "-q"],
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable file skipped" in result.stderr and "notes.png" in result.stderr

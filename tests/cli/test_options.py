@@ -122,4 +122,4 @@ def test_default_of__gives_defaults_and_fresh_factories():
     with pytest.raises(KeyError, match="no field 'batchsize'"):
         default_of(PretrainConfig, "batchsize")
     with pytest.raises(KeyError, match="has no default"):
-        default_of(PretrainConfig, "data")
+        default_of(EmbedConfig, "model")

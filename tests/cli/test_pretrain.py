@@ -481,3 +481,22 @@ def test_pretrain__precision_fp16_runs_on_the_cpu_with_a_loss_scaler(
     checkpoint = read_checkpoint(out / "checkpoint.safetensors")
     assert checkpoint.settings["precision"] == "fp16" and checkpoint.scaler_state["scale"] > 0
     assert all(torch.isfinite(v.float()).all() for v in checkpoint.tensors.values())
+
+
+def test_pretrain__several_inputs_and_a_file_list_from_standard_input(
+    shapes_dir: Path, tmp_path: Path
+):
+    squares = sorted((shapes_dir / "square").iterdir())[:3]
+    out = tmp_path / "run"
+    listed = "\n".join([*(str(p) for p in squares), str(tmp_path / "gone.png")]) + "\n"
+    arguments = [str(shapes_dir / "circle"), str(shapes_dir / "stripes"), "--file-list", "-"]
+    result = runner.invoke(
+        app,
+        ["pretrain", *arguments, "--out", str(out), *TINY, "--max-steps", "1", "-q"],
+        input=listed,
+    )
+    assert result.exit_code == 0, result.output
+    skipped = (out / "skipped.txt").read_text()
+    assert "gone.png\tfile not found" in skipped
+    document = _io.loads((out / "config.toml").read_text())["pretrain"]
+    assert len(document["data"]) == 2 and "file_list" not in document

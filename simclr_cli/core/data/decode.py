@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .files import ImageSource, load_rgb, open_source
+from .files import ImageSource, load_rgb, open_image
 
 #: Stored images keep their short side at most this multiple of the view size.
 SOURCE_SIDE_FACTOR = 1.5
@@ -57,9 +57,10 @@ def decode_for_training(path: ImageSource, *, max_short_side: int) -> torch.Tens
 
 def _open_draft(path: ImageSource, max_short_side: int) -> Image.Image:
     # Draft mode only for plain JPEGs without an EXIF rotation; everything else takes the
-    # foundation's careful path (transparency, 16-bit, orientation).
-    try:
-        with Image.open(open_source(path)) as image:
+    # foundation's careful path (transparency, 16-bit, orientation). open_image checks the pixel
+    # limit from the header first, so a JPEG bomb is refused here as well as in load_rgb.
+    with open_image(path) as image:
+        try:
             if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK", "YCbCr"):
                 orientation = image.getexif().get(0x0112, 1)
                 if orientation in (0, 1):
@@ -69,8 +70,8 @@ def _open_draft(path: ImageSource, max_short_side: int) -> Image.Image:
                         image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
                     image.load()
                     return image if image.mode == "RGB" else image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        pass  # load_rgb below gives the precise message.
+        except (OSError, ValueError, SyntaxError):
+            pass  # load_rgb below gives the precise message.
     return load_rgb(path)
 
 

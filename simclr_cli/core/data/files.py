@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
+import tempfile
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, NamedTuple, Protocol, TextIO
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -15,6 +19,12 @@ from torch.utils.data import Dataset
 
 from .. import _env
 from ..errors import DataError, ImageDecodeError
+from .checks import (
+    BadImage,
+    decode_error,
+    display_path,
+    too_many_pixels,
+)
 from .index import IMAGE_SUFFIXES, check_image_folder, no_images_error, walk_images
 
 
@@ -85,19 +95,123 @@ def _walk_images(root: Path) -> Iterable[Path]:
     return iter(index)
 
 
-def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
-    """Expand files and folders given on a command line into image paths.
+#: The ``--file-list`` name that reads the list from standard input.
+STDIN_LIST = "-"
+#: Standard input (the stream and its text) as first read by ``read_file_list``: a second read
+#: of the same stream (a run planned twice, or handed to its ranks by ``listed_in_a_file``) sees
+#: the same list. The stream is kept so that a replaced ``sys.stdin`` is read afresh.
+_stdin_read: tuple[TextIO, str] | None = None
+
+
+class ResolvedInputs(NamedTuple):
+    """The image files of a command line, and the listed files that are missing.
+
+    Attributes:
+        paths: Image files, in the order given, each folder expanded in sorted order.
+        missing: Files named in a ``--file-list`` that do not exist, one ``BadImage`` each
+            (skipped and listed like bad images).
+    """
+
+    paths: list[Path]
+    missing: list[BadImage]
+
+
+def read_file_list(file_list: Path | str, *, stdin: TextIO | None = None) -> list[Path]:
+    """Read a list of image files: one path a line, relative to the list's folder.
+
+    Blank lines are ignored; nothing else is interpreted, so any file name can be listed. File
+    names that are not UTF-8 are kept as they are on disk.
 
     Args:
-        inputs: Image files and/or folders.
+        file_list: The list file, or ``"-"`` for standard input (paths relative to the current
+            folder).
+        stdin: What ``"-"`` reads; ``sys.stdin`` when not given.
 
     Returns:
-        Image files in the order given, each folder expanded in sorted order.
+        The listed paths, in order.
 
     Raises:
-        DataError: When an input is missing or a folder holds no image.
+        DataError: When the list file cannot be read or names no file.
+    """
+    global _stdin_read
+    if str(file_list) == STDIN_LIST:
+        if stdin is not None:
+            text = stdin.read()
+        else:
+            if _stdin_read is None or _stdin_read[0] is not sys.stdin:
+                _stdin_read = (sys.stdin, sys.stdin.read())
+            text = _stdin_read[1]
+        base, name = Path(), "standard input"
+    else:
+        list_path = Path(file_list)
+        try:
+            text = list_path.read_text(encoding="utf-8", errors="surrogateescape")
+        except FileNotFoundError:
+            raise DataError(
+                f"--file-list {display_path(list_path)} does not exist; check the path",
+                flag="--file-list",
+            ) from None
+        except (IsADirectoryError, PermissionError, UnicodeError, OSError) as error:
+            raise DataError(
+                f"--file-list {display_path(list_path)} cannot be read "
+                f"({error.strerror if isinstance(error, OSError) else error}); give a text file "
+                "with one path a line",
+                flag="--file-list",
+            ) from None
+        base, name = list_path.parent, display_path(list_path)
+    paths = [base / line for line in text.splitlines() if line.strip()]
+    if not paths:
+        raise DataError(
+            f"--file-list {name} names no files; write one image path a line",
+            flag="--file-list",
+        )
+    return paths
+
+
+@contextlib.contextmanager
+def listed_in_a_file(file_list: Path | str) -> Iterator[Path]:
+    """The paths of a file list (standard input too) in a temporary file, as absolute paths.
+
+    For processes that cannot read this one's standard input (the ranks of a job).
+
+    Yields:
+        The temporary list file; removed afterwards.
+    """
+    paths = read_file_list(file_list)
+    handle, name = tempfile.mkstemp(prefix="simclr-file-list-", suffix=".txt")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", errors="surrogateescape") as stream:
+            stream.writelines(f"{Path(path).absolute()}\n" for path in paths)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def resolve_inputs(
+    inputs: Sequence[Path], *, file_list: Path | str | None = None, stdin: TextIO | None = None
+) -> ResolvedInputs:
+    """Expand the files, folders and file list of a command line into image paths.
+
+    The one input resolution of ``pretrain``, ``embed`` and ``predict``. A file or folder given
+    on the command line must exist (a typo is refused at once); a file named in the list that is
+    missing is one ``BadImage`` line, skipped and listed like an unreadable image, so that a
+    million-line list with a few stale entries still runs.
+
+    Args:
+        inputs: Image files and/or folders (folders are searched recursively).
+        file_list: A file of paths, one a line, relative to its folder; ``"-"`` reads standard
+            input. Its paths come after ``inputs``; a listed folder is expanded too.
+        stdin: What ``file_list="-"`` reads; ``sys.stdin`` when not given.
+
+    Returns:
+        The image paths and the missing listed files.
+
+    Raises:
+        DataError: When an input on the command line is missing, a folder holds no image, the
+            list cannot be read, or nothing usable is left.
     """
     paths: list[Path] = []
+    missing: list[BadImage] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
@@ -105,8 +219,41 @@ def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
         elif item.is_file():
             paths.append(item)
         else:
-            raise DataError(f"{item} does not exist; check the path")
-    return paths
+            raise DataError(f"{display_path(item)} does not exist; check the path")
+    if file_list is not None:
+        for item in read_file_list(file_list, stdin=stdin):
+            if item.is_dir():
+                paths.extend(find_images(item))
+            elif item.is_file():
+                paths.append(item)
+            else:
+                missing.append(
+                    BadImage(
+                        str(item),
+                        "file not found (named in --file-list)",
+                        "check the path, or take the line out of the list",
+                    )
+                )
+    if not paths:
+        shown = "; ".join(display_path(bad.path) for bad in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise DataError(
+            f"none of the {len(missing)} listed files exists ({shown}{more}); paths in a "
+            "--file-list are relative to the list's folder",
+            flag="--file-list",
+        )
+    return ResolvedInputs(paths, missing)
+
+
+def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
+    """Expand files and folders given on a command line into image paths.
+
+    ``resolve_inputs`` without a file list; kept for callers that take paths alone.
+
+    Raises:
+        DataError: When an input is missing or a folder holds no image.
+    """
+    return resolve_inputs(inputs).paths
 
 
 def find_labeled_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -138,6 +285,52 @@ def find_labeled_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
+#: Serialises the rare reopening of an image with Pillow's own pixel guard off (a global).
+_PILLOW_GUARD_LOCK = threading.Lock()
+
+
+def open_image(path: ImageSource) -> Image.Image:
+    """Open an image file lazily (header only) under our pixel limit, not Pillow's.
+
+    Pillow warns above its limit and refuses above twice it; here the limit is
+    ``max_image_pixels()`` alone (``SIMCLR_MAX_IMAGE_PIXELS``), checked from the header before
+    any pixel is decoded, so that a small file claiming a huge size cannot exhaust memory.
+
+    Args:
+        path: The image file, or a shard member.
+
+    Returns:
+        The opened image; close it (``with`` it) when done.
+
+    Raises:
+        ImageDecodeError: When the file is missing, not an image, or over the pixel limit.
+        ConfigError: When ``SIMCLR_MAX_IMAGE_PIXELS`` is not a whole number.
+    """
+    limit = max_image_pixels()
+    try:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(open_source(path))
+        except Image.DecompressionBombError:
+            # Pillow refuses at twice its own limit before giving the size; reading the header
+            # again without its guard is safe (no pixel is decoded) and gives the size, which
+            # our limit judges below.
+            with _PILLOW_GUARD_LOCK:
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    image = Image.open(open_source(path))
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as error:
+        raise decode_error(path, error, limit=limit) from None
+    if limit and image.width * image.height > limit:
+        image.close()
+        failure = too_many_pixels(limit=limit, size=image.size)
+        raise ImageDecodeError(path, failure.reason, fix=failure.fix, kind=failure.kind)
+    return image
+
+
 def load_rgb(path: ImageSource) -> Image.Image:
     """Decode an image file (or a shard member) as RGB with its EXIF orientation applied.
 
@@ -148,38 +341,23 @@ def load_rgb(path: ImageSource) -> Image.Image:
         A fully decoded RGB PIL image.
 
     Raises:
-        ImageDecodeError: When the file is not an image or is damaged.
+        ImageDecodeError: When the file is not an image, is damaged or is over the pixel limit;
+            the message says what to do for that kind of file (``classify_decode_failure``).
         ConfigError: When ``SIMCLR_MAX_IMAGE_PIXELS`` is not a whole number.
     """
-    limit = max_image_pixels()
-    try:
-        # Pillow warns about images over its pixel limit; a warning raised is a refusal.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image_file = Image.open(open_source(path))
-        with image_file as opened:
-            image: Image.Image = opened  # Becomes a plain image once transposed or converted.
-            pixels = image.width * image.height
-            if limit and pixels > limit:
-                raise Image.DecompressionBombError(
-                    f"{image.width} x {image.height} pixels is more than the limit of "
-                    f"{limit} ({_env.MAX_IMAGE_PIXELS.name})"
-                )
-            image = ImageOps.exif_transpose(image)
-            if image.mode != "RGB":
-                image = _to_rgb(image)
-            image.load()
-            return image.copy() if image.mode == "RGB" else image.convert("RGB")
-    except FileNotFoundError:
-        raise ImageDecodeError(path, "file not found") from None
-    except PermissionError:
-        raise ImageDecodeError(path, "permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(path, "not an image file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageDecodeError(path, f"refused as a possible decompression bomb: {error}") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ImageDecodeError(path, str(error) or type(error).__name__) from None
+    with open_image(path) as opened:
+        try:
+            # Pillow's own pixel guard is replaced by open_image's (frames of a GIF may warn).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image: Image.Image = opened  # Becomes a plain image once transposed/converted.
+                image = ImageOps.exif_transpose(image)
+                if image.mode != "RGB":
+                    image = _to_rgb(image)
+                image.load()
+                return image.copy() if image.mode == "RGB" else image.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            raise decode_error(path, error, limit=max_image_pixels()) from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -35,7 +35,7 @@ from .._runtime import seed_worker
 from ..choices import CacheMode
 from ..errors import ImageDecodeError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
-from .checks import BadImage
+from .checks import BadImage, bad_image
 from .crop_decode import CutBatch, CutViews
 from .decode import decode_for_training, source_side_bound, stack_images
 from .files import ImageSource
@@ -123,7 +123,7 @@ class DecodedImageDataset(Dataset):
                 return index, self.cutter(path, seed=seed)
             return index, decode_for_training(path, max_short_side=self.max_short_side)
         except ImageDecodeError as error:
-            return index, BadImage(str(path), error.reason)
+            return index, bad_image(error)
 
 
 def _as_sequence(paths: Sequence[ImageSource]) -> Sequence[ImageSource]:

@@ -2,32 +2,59 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.numpy import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._io import atomic_write
 from .._runtime import resolve_device
+from .._threads import default_workers
 from ..augment.eval import create_eval_transform
+from ..choices import BadImagePolicy
 from ..config import EmbedConfig
-from ..data.checks import describe_bad_images
-from ..data.files import EvalDataset, ImageSource, collect_inputs, load_rgb
+from ..data.checks import (
+    BadImage,
+    bad_image,
+    describe_bad_images,
+    display_path,
+    write_skipped,
+)
+from ..data.files import ImageSource, collect_inputs, load_rgb, resolve_inputs
 from ..data.shards import index_shards, is_shard_input
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ImageDecodeError
 from ..model.files import load_model
 from ..model.simclr import ModelMetadata, SimCLRModel
 from ..progress import ProgressCallback, ProgressEvent, null_progress
+from .embed_output import (
+    EmbeddingWriter,
+    check_output_path,
+    output_key,
+    partial_folder,
+    read_embeddings,
+)
+
+__all__ = [
+    "EmbedResult",
+    "FeatureBatch",
+    "KeptFeatures",
+    "embed",
+    "embed_images",
+    "extract_features",
+    "extract_kept_features",
+    "iterate_features",
+    "read_embeddings",
+    "write_embeddings",
+    "write_skipped",
+]
 
 
 @dataclass
@@ -35,17 +62,31 @@ class EmbedResult:
     """Embeddings of a list of images.
 
     Attributes:
-        paths: The image files (or shard members, ``shard.tar:cat/0001.jpg``), in the order of
-            the rows.
-        embeddings: Array of shape (len(paths), D), float32.
+        paths: The image files (or shard members, ``shard.tar:cat/0001.jpg``) embedded, in the
+            order of the rows.
+        embeddings: Array of shape (len(paths), D), float32: in memory without an output file;
+            a read-only memory map of a .npy output; ``None`` for the other output formats
+            (``read_embeddings(output)`` reads them).
         projection: Whether the rows are head outputs rather than backbone features.
         metadata: The model's metadata.
+        output: The file the rows were written to, if any.
+        skipped: The inputs left out (unreadable, or missing from a file list), with reasons.
+        resumed_rows: Rows kept from an interrupted output (``resume``).
+        dimension: Width D of the rows.
     """
 
     paths: Sequence[ImageSource]
-    embeddings: np.ndarray
+    embeddings: np.ndarray | None
     projection: bool
     metadata: ModelMetadata
+    output: Path | None = None
+    skipped: list[BadImage] = field(default_factory=list)
+    resumed_rows: int = 0
+    dimension: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.dimension and self.embeddings is not None and self.embeddings.ndim == 2:
+            self.dimension = int(self.embeddings.shape[1])
 
 
 def eval_transform_for(metadata: ModelMetadata):
@@ -58,7 +99,117 @@ def eval_transform_for(metadata: ModelMetadata):
     )
 
 
-@torch.no_grad()
+class _FileDataset(Dataset):
+    """Image files preprocessed to tensors (3, S, S); a file that cannot be read is a BadImage."""
+
+    def __init__(self, paths: Sequence[ImageSource], transform: Any):
+        # A shard index stays flat arrays, which the loader workers share without copying.
+        self.paths = list(paths) if isinstance(paths, list | tuple) else paths
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | BadImage]:
+        try:
+            return index, self.transform(load_rgb(self.paths[index]))
+        except ImageDecodeError as error:
+            return index, bad_image(error)
+
+
+def _collate_files(
+    samples: list[tuple[int, torch.Tensor | BadImage]],
+) -> tuple[torch.Tensor | None, list[int], list[BadImage], int]:
+    # The good images stacked (B, 3, S, S) with their indices, the bad ones, and how many
+    # inputs the batch covered (the batches are consecutive runs of the inputs).
+    good = [(index, item) for index, item in samples if isinstance(item, torch.Tensor)]
+    bad = [item for _, item in samples if isinstance(item, BadImage)]
+    images = torch.stack([item for _, item in good]) if good else None
+    return images, [index for index, _ in good], bad, len(samples)
+
+
+@dataclass
+class FeatureBatch:
+    """One batch of ``iterate_features``.
+
+    Attributes:
+        indices: Positions of the embedded images in the input list.
+        rows: Their rows (len(indices), D), float32.
+        bad: The inputs of the batch that could not be read.
+        consumed: Inputs done so far, counted from the start of the list (a prefix of it).
+    """
+
+    indices: list[int]
+    rows: np.ndarray
+    bad: list[BadImage]
+    consumed: int
+
+
+def iterate_features(
+    network: nn.Module,
+    paths: Sequence[ImageSource],
+    *,
+    metadata: ModelMetadata,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    progress: ProgressCallback = null_progress,
+    task: str = "embed",
+    start: int = 0,
+) -> Iterator[FeatureBatch]:
+    """Run ``network`` over image files in order, batch by batch, leaving out unreadable ones.
+
+    The loader's workers decode the next batches while the network runs; at most about
+    2 x ``workers`` batches of images are in flight. Progress advances by one unit per input
+    with the images per second beside the bar.
+
+    Args:
+        network: Maps (B, 3, S, S) to (B, D); put in eval mode here.
+        paths: Image files.
+        metadata: Gives image size, crop and normalisation.
+        batch_size: Images per forward pass.
+        workers: Decoding processes (0 decodes in this process).
+        device: Where to run.
+        progress: Progress callback (one unit per input).
+        task: Name of the progress task.
+        start: Inputs already done (a resumed output): embedding begins after them.
+
+    Yields:
+        One ``FeatureBatch`` per batch of inputs.
+    """
+    network.eval()
+    total = len(paths)
+    loader = DataLoader(
+        _FileDataset(paths[start:], eval_transform_for(metadata)),
+        batch_size=batch_size,
+        num_workers=workers,
+        shuffle=False,
+        collate_fn=_collate_files,
+        persistent_workers=False,
+    )
+    progress(ProgressEvent("start", task, total=total, completed=start))
+    done, began = start, time.perf_counter()
+    with torch.inference_mode():
+        for images, indices, bad, count in loader:
+            if images is None:
+                rows = np.zeros((0, 0), dtype=np.float32)
+            else:
+                rows = network(images.to(device)).float().cpu().numpy()
+            done += count
+            yield FeatureBatch([start + i for i in indices], rows, bad, done)
+            speed = (done - start) / max(time.perf_counter() - began, 1e-9)
+            progress(
+                ProgressEvent(
+                    "advance",
+                    task,
+                    total=total,
+                    completed=done,
+                    metrics={"images_per_second": speed},
+                )
+            )
+    progress(ProgressEvent("end", task, total=total, completed=done))
+
+
 def extract_features(
     network: nn.Module,
     paths: Sequence[ImageSource],
@@ -86,23 +237,94 @@ def extract_features(
         Array (len(paths), D), float32.
 
     Raises:
-        ImageDecodeError: When a file cannot be decoded.
+        ImageDecodeError: When a file cannot be decoded (``extract_kept_features`` skips it).
     """
-    network.eval()
-    loader = DataLoader(
-        EvalDataset(paths, eval_transform_for(metadata)),
+    kept = extract_kept_features(
+        network,
+        paths,
+        metadata=metadata,
         batch_size=batch_size,
-        num_workers=workers,
-        shuffle=False,
+        workers=workers,
+        device=device,
+        progress=progress,
+        task=task,
+        on_bad_image=BadImagePolicy.fail,
     )
-    progress(ProgressEvent("start", task, total=len(paths)))
-    rows, done = [], 0
-    for images in loader:
-        rows.append(network(images.to(device)).float().cpu())
-        done += images.shape[0]
-        progress(ProgressEvent("advance", task, total=len(paths), completed=done))
-    progress(ProgressEvent("end", task, total=len(paths), completed=done))
-    return torch.cat(rows).numpy()
+    return kept.features
+
+
+@dataclass
+class KeptFeatures:
+    """Features of the readable images of a list.
+
+    Attributes:
+        features: Array (len(kept), D), float32.
+        kept: Positions in the input list of the rows.
+        bad: The inputs left out, with reasons.
+    """
+
+    features: np.ndarray
+    kept: list[int]
+    bad: list[BadImage]
+
+
+def extract_kept_features(
+    network: nn.Module,
+    paths: Sequence[ImageSource],
+    *,
+    metadata: ModelMetadata,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    progress: ProgressCallback = null_progress,
+    task: str = "embed",
+    on_bad_image: BadImagePolicy | str = BadImagePolicy.skip,
+) -> KeptFeatures:
+    """``extract_features`` that leaves unreadable files out (``skip``) or stops (``fail``).
+
+    Raises:
+        ImageDecodeError: For the first unreadable file, under ``fail``.
+    """
+    fail = BadImagePolicy(on_bad_image) is BadImagePolicy.fail
+    rows: list[np.ndarray] = []
+    kept: list[int] = []
+    bad: list[BadImage] = []
+    dim = 0
+    for batch in iterate_features(
+        network,
+        paths,
+        metadata=metadata,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        progress=progress,
+        task=task,
+    ):
+        if batch.bad and fail:
+            raise refusal(batch.bad[0])
+        if batch.indices:
+            rows.append(batch.rows)
+            dim = batch.rows.shape[1]
+        kept.extend(batch.indices)
+        bad.extend(batch.bad)
+    features = np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
+    return KeptFeatures(features, kept, bad)
+
+
+def refusal(bad: BadImage) -> ImageDecodeError:
+    """The error of ``--on-bad-image fail`` for a bad file: our reason and its fix.
+
+    Args:
+        bad: The first file left out.
+
+    Returns:
+        The error to raise.
+    """
+    return ImageDecodeError(
+        display_path(bad.path),
+        bad.reason,
+        fix=(bad.fix or "remove the file") + " (or use --on-bad-image skip to leave it out)",
+    )
 
 
 #: What ``embed_images`` takes as one image: a file, a PIL image, or a tensor (3, H, W).
@@ -279,33 +501,143 @@ def embed(
 def _embed_with_config(
     *, config: EmbedConfig, progress: ProgressCallback = null_progress
 ) -> EmbedResult:
-    """Embed image files and folders with a saved model.
+    """Embed image files and folders with a saved model, into memory or an output file.
+
+    With ``config.output`` the rows are written as they are computed (see embed_output.py),
+    at most a few batches of them in memory, and ``resume`` continues an interrupted output.
 
     Args:
         config: Model file, inputs and options.
-        progress: Progress callback (one unit per image).
+        progress: Progress callback (one unit per input).
 
     Returns:
-        The paths and their embeddings.
+        The paths embedded, their rows (in memory, or the output file's) and the skipped files.
 
     Raises:
-        SimCLRError: For a bad model file or unreadable images.
+        SimCLRError: For a bad model file, inputs, output or, under ``fail``, an unreadable
+            image; a partial output is kept (``resume`` continues it).
     """
     config.validate()
+    if config.output is not None:
+        check_output_path(config.output)
+    fail = config.on_bad_image is BadImagePolicy.fail
+    paths: Sequence[ImageSource]
+    if any(is_shard_input(item) for item in config.inputs):
+        if config.file_list is not None:
+            raise ConfigError(
+                "--file-list cannot be combined with tar shards; embed them in two runs",
+                flag="--file-list",
+            )
+        missing: list[BadImage] = []
+        paths = embed_inputs(config.inputs, progress=progress)
+    else:
+        resolved = resolve_inputs(config.inputs, file_list=config.file_list)
+        missing, paths = list(resolved.missing), resolved.paths
+    if missing and fail:
+        raise refusal(missing[0])
     device = resolve_device(config.device)
     model = load_model(config.model, device=device)
-    paths = embed_inputs(config.inputs, progress=progress)
     network = nn.Sequential(model.backbone, model.head) if config.projection else model.backbone
-    embeddings = extract_features(
-        network,
-        paths,
-        metadata=model.metadata,
-        batch_size=config.batch_size,
-        workers=config.workers,
-        device=device,
-        progress=progress,
+    dim = _output_dim(model, config.projection)
+    workers = config.workers
+    if workers is None:
+        # Worker processes take a second or two to start: not worth it for a few batches.
+        workers = default_workers() if len(paths) > 2 * config.batch_size else 0
+    writer = None
+    if config.output is not None:
+        writer = EmbeddingWriter(
+            config.output,
+            key=output_key(
+                model=config.model,
+                projection=config.projection,
+                paths=paths,
+                suffix=config.output.suffix.lower(),
+            ),
+            dim=dim,
+            resume=config.resume,
+            metadata={
+                "projection": str(config.projection).lower(),
+                "backbone": model.metadata.backbone,
+            },
+        )
+    start = 0 if writer is None else writer.consumed
+    resumed_rows = 0 if writer is None else writer.progress.rows
+    skipped: list[BadImage] = list(missing) if writer is None else writer.skipped
+    if writer is not None and not writer.resumed:
+        writer.skip(missing)
+    names: list[str] = []
+    rows: list[np.ndarray] = []
+    consumed, committed = start, time.perf_counter()
+    try:
+        for batch in iterate_features(
+            network,
+            paths,
+            metadata=model.metadata,
+            batch_size=config.batch_size,
+            workers=workers,
+            device=device,
+            progress=progress,
+            start=start,
+        ):
+            if batch.bad and fail:
+                raise refusal(batch.bad[0])
+            batch_names = [str(paths[index]) for index in batch.indices]
+            if writer is None:
+                names.extend(batch_names)
+                if batch.indices:
+                    rows.append(batch.rows)
+                skipped.extend(batch.bad)
+            else:
+                if batch.indices:
+                    writer.write(batch_names, batch.rows)
+                writer.skip(batch.bad)
+            consumed = batch.consumed
+            if writer is not None and time.perf_counter() - committed > COMMIT_SECONDS:
+                writer.commit(consumed)
+                committed = time.perf_counter()
+    except BaseException:
+        if writer is not None:
+            # What is done stays done: --resume continues after it.
+            writer.commit(consumed)
+            writer.close()
+        raise
+    if writer is not None:
+        writer.commit(consumed)
+        if writer.progress.rows == 0:
+            writer.discard()
+            raise _nothing_readable(skipped)
+        names = writer.finish()
+    elif not names:
+        raise _nothing_readable(skipped)
+    if config.skipped is not None:
+        write_skipped(skipped, config.skipped)
+    if writer is None:
+        embeddings: np.ndarray | None = np.concatenate(rows)
+    elif config.output is not None and config.output.suffix.lower() == ".npy":
+        embeddings = np.load(config.output, mmap_mode="r")
+    else:
+        embeddings = None
+    return EmbedResult(
+        [Path(name) for name in names],
+        embeddings,
+        config.projection,
+        model.metadata,
+        output=config.output,
+        skipped=skipped,
+        resumed_rows=resumed_rows,
+        dimension=dim,
     )
-    return EmbedResult(paths, embeddings, config.projection, model.metadata)
+
+
+#: Seconds between two records of a partial output's progress (and at the end).
+COMMIT_SECONDS = 1.0
+
+
+def _nothing_readable(skipped: Sequence[BadImage]) -> DataError:
+    return DataError(
+        f"none of the {len(skipped)} images could be read ({describe_bad_images(skipped)}); "
+        "check the files",
+    )
 
 
 def embed_inputs(
@@ -335,7 +667,10 @@ def embed_inputs(
 
 
 def write_embeddings(result: EmbedResult, path: Path) -> None:
-    """Write embeddings to a file chosen by suffix: .npy, .safetensors, .csv or .jsonl.
+    """Write embeddings to a file chosen by suffix: .npy, .safetensors, .csv, .jsonl or .parquet.
+
+    The same writer as ``embed(config=EmbedConfig(..., output=path))``; a .npy gets its row
+    paths in ``x.paths.txt`` beside it.
 
     Args:
         result: What ``embed(config=...)`` returned; its rows (N, D) and paths are written.
@@ -343,50 +678,33 @@ def write_embeddings(result: EmbedResult, path: Path) -> None:
 
     Raises:
         ConfigError: For an unknown suffix.
+        MissingDependencyError: For .parquet without pyarrow.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
+    check_output_path(path)
+    if result.embeddings is None:
+        raise DataError(
+            f"these embeddings are in {result.output}, not in memory; read them with "
+            "read_embeddings first"
+        )
     names = [str(p) for p in result.paths]
-    if suffix == ".npy":
-
-        def write_npy(temporary: str) -> None:
-            with open(temporary, "wb") as stream:
-                np.save(stream, result.embeddings)
-
-        atomic_write(path, write_npy)
-    elif suffix == ".safetensors":
-        metadata = {
-            "paths": json.dumps(names),
+    key = {"written": "write_embeddings", "count": len(names)}
+    partial = partial_folder(path)
+    if partial.exists():
+        shutil.rmtree(partial)
+    writer = EmbeddingWriter(
+        path,
+        key=key,
+        dim=int(result.embeddings.shape[1]),
+        metadata={
             "projection": str(result.projection).lower(),
             "backbone": result.metadata.backbone,
-        }
-        atomic_write(
-            path,
-            lambda t: save_file(
-                {"embeddings": np.ascontiguousarray(result.embeddings)}, t, metadata=metadata
-            ),
-        )
-    elif suffix == ".csv":
-
-        def write_csv(temporary: str) -> None:
-            with open(temporary, "w", newline="", encoding="utf-8") as stream:
-                writer = csv.writer(stream)
-                writer.writerow(["path"] + [f"e{i}" for i in range(result.embeddings.shape[1])])
-                for name, row in zip(names, result.embeddings, strict=True):
-                    writer.writerow([name] + [f"{v:.7g}" for v in row])
-
-        atomic_write(path, write_csv)
-    elif suffix == ".jsonl":
-
-        def write_jsonl(temporary: str) -> None:
-            with open(temporary, "w", encoding="utf-8") as stream:
-                for name, row in zip(names, result.embeddings, strict=True):
-                    stream.write(json.dumps({"path": name, "embedding": row.tolist()}) + "\n")
-
-        atomic_write(path, write_jsonl)
-    else:
-        raise ConfigError(
-            f"--output {path}: unknown suffix {suffix or '(none)'}; use .npy, .safetensors, "
-            ".csv or .jsonl",
-            flag="--output",
-        )
+        },
+    )
+    try:
+        for begin in range(0, len(names), 4096):
+            writer.write(names[begin : begin + 4096], result.embeddings[begin : begin + 4096])
+        writer.finish()
+    except BaseException:
+        writer.discard()
+        raise

@@ -24,15 +24,18 @@ from .._amp import StepOutcome, backward_and_step, create_grad_scaler
 from .._io import prepare_output
 from .._runtime import autocast, resolve_device, resolve_precision, seed_everything, seed_worker
 from .._threads import default_workers, use_idle_cores
+from ..choices import BadImagePolicy
 from ..config import FinetuneConfig
 from ..constants import SMALL_IMAGE_SIZE
+from ..data.checks import BadImage, bad_image, write_skipped
 from ..data.files import ImageSource, load_rgb
+from ..errors import DataError, ImageDecodeError
 from ..model.classifier import ClassifierModel, create_classifier, save_classifier
 from ..model.files import load_model
 from ..model.simclr import ModelMetadata
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from ..schedule import learning_rate_at
-from .embed import eval_transform_for
+from .embed import eval_transform_for, refusal
 from .knn import topk_accuracy
 from .splits import label_fraction_subset, load_train_val, report_skipped_members
 
@@ -56,6 +59,7 @@ class FinetuneResult:
         nonfinite_steps: Steps whose update was skipped for a non-finite loss or gradient.
         scaler_skipped_steps: Steps whose update the fp16 loss scaler skipped (its scaled
             gradients overflowed while the loss was finite).
+        skipped: Unreadable images left out (training and validation).
     """
 
     classifier_path: Path
@@ -68,6 +72,7 @@ class FinetuneResult:
     seconds: float = 0.0
     nonfinite_steps: int = 0
     scaler_skipped_steps: int = 0
+    skipped: list[BadImage] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` form."""
@@ -86,25 +91,55 @@ class FinetuneResult:
 
 
 class LabeledDataset(Dataset):
-    """Images with integer labels, through a transform; unreadable files raise.
+    """Images with integer labels, through a transform.
+
+    An unreadable file raises, or with ``skip_bad`` comes out as a ``BadImage`` in place of the
+    image (``collate_labeled`` leaves it out of the batch).
 
     Args:
         paths: Image files, or the image members of tar shards (a ``ShardIndex``).
         labels: One label per file.
         transform: From a PIL image to a tensor (3, S, S).
+        skip_bad: Return unreadable files as ``BadImage`` instead of raising.
     """
 
-    def __init__(self, paths: Sequence[ImageSource], labels: Sequence[int], transform: Callable):
+    def __init__(
+        self,
+        paths: Sequence[ImageSource],
+        labels: Sequence[int],
+        transform: Callable,
+        *,
+        skip_bad: bool = False,
+    ):
         # A shard index stays flat arrays, which the loader workers share without copying.
         self.paths = list(paths) if isinstance(paths, list | tuple) else paths
         self.labels = list(labels)
         self.transform = transform
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(load_rgb(self.paths[index])), self.labels[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | BadImage, int]:
+        try:
+            return self.transform(load_rgb(self.paths[index])), self.labels[index]
+        except ImageDecodeError as error:
+            if not self.skip_bad:
+                raise
+            # Returned, not raised: a loader worker would turn our error into a RuntimeError.
+            return bad_image(error), self.labels[index]
+
+
+def collate_labeled(
+    samples: list[tuple[torch.Tensor | BadImage, int]],
+) -> tuple[torch.Tensor, torch.Tensor, list[BadImage]]:
+    """Stack the readable images (B, 3, S, S) and their labels (B,); list the bad files."""
+    good = [(image, label) for image, label in samples if isinstance(image, torch.Tensor)]
+    bad = [image for image, _ in samples if isinstance(image, BadImage)]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.int64), bad
+    images = torch.stack([image for image, _ in good])
+    return images, torch.tensor([label for _, label in good], dtype=torch.int64), bad
 
 
 def create_supervised_transform(metadata: ModelMetadata) -> v2.Compose:
@@ -142,15 +177,42 @@ def classifier_path_for(config: FinetuneConfig) -> Path:
 
 @torch.no_grad()
 def evaluate_classifier(
-    model: ClassifierModel, loader: DataLoader, *, device: torch.device, autocast_context: Any
+    model: ClassifierModel,
+    loader: DataLoader,
+    *,
+    device: torch.device,
+    autocast_context: Any,
+    skipped: dict[str, BadImage] | None = None,
+    fail: bool = False,
 ) -> dict[str, float]:
-    """Top-1 and top-5 accuracy of a classifier over a loader of (images, labels)."""
+    """Top-1 and top-5 accuracy of a classifier over a loader of (images, labels, bad files).
+
+    Args:
+        model: The classifier.
+        loader: Batches of ``collate_labeled``.
+        device: Where to run.
+        autocast_context: The precision context of the forward pass.
+        skipped: Collects the unreadable files met, by path.
+        fail: Raise at the first unreadable file (``--on-bad-image fail``).
+
+    Raises:
+        ImageDecodeError: For an unreadable file, with ``fail``.
+        DataError: When no image of the loader could be read.
+    """
     model.eval()
     scores, labels = [], []
-    for images, targets in loader:
+    for images, targets, bad in loader:
+        if bad and fail:
+            raise refusal(bad[0])
+        if skipped is not None:
+            skipped.update((item.path, item) for item in bad)
+        if not len(targets):
+            continue
         with autocast_context:
             scores.append(model(images.to(device)).float().cpu())
         labels.append(targets)
+    if not scores:
+        raise DataError("none of the validation images could be read; check the files")
     all_scores, all_labels = torch.cat(scores), torch.cat(labels)
     return {
         "top1": topk_accuracy(all_scores, all_labels, 1),
@@ -219,8 +281,16 @@ def finetune(
     # Data: supervised augmentation for training, the model's deterministic view for val.
     workers = default_workers() if config.workers is None else config.workers
     generator = torch.Generator().manual_seed(config.seed)
+    fail = config.on_bad_image is BadImagePolicy.fail
+    skipped: dict[str, BadImage] = {}  # Met again every epoch; listed once.
     train_loader = DataLoader(
-        LabeledDataset(train.paths, train.labels, create_supervised_transform(model.metadata)),
+        LabeledDataset(
+            train.paths,
+            train.labels,
+            create_supervised_transform(model.metadata),
+            skip_bad=True,
+        ),
+        collate_fn=collate_labeled,
         batch_size=min(config.batch_size, len(train.paths)),
         shuffle=True,
         drop_last=len(train.paths) > config.batch_size,
@@ -230,7 +300,8 @@ def finetune(
         persistent_workers=workers > 0,
     )
     val_loader = DataLoader(
-        LabeledDataset(val.paths, val.labels, eval_transform_for(model.metadata)),
+        LabeledDataset(val.paths, val.labels, eval_transform_for(model.metadata), skip_bad=True),
+        collate_fn=collate_labeled,
         batch_size=256,
         num_workers=workers,
     )
@@ -249,7 +320,12 @@ def finetune(
             model.backbone.eval()
             model.head.eval()
         epoch_loss, epoch_batches = 0.0, 0
-        for images, labels in train_loader:
+        for images, labels, bad in train_loader:
+            if bad and fail:
+                raise refusal(bad[0])
+            skipped.update((item.path, item) for item in bad)
+            if not len(labels):
+                continue  # Every file of the batch was unreadable (listed).
             lr = learning_rate_at(step, total_steps=total_steps, warmup_steps=0, peak=peak_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -266,7 +342,12 @@ def finetune(
             epoch_batches += 1
             progress(ProgressEvent("advance", "finetune", total=total_steps, completed=step))
         accuracy = evaluate_classifier(
-            model, val_loader, device=device, autocast_context=autocast(precision, device)
+            model,
+            val_loader,
+            device=device,
+            autocast_context=autocast(precision, device),
+            skipped=skipped,
+            fail=fail,
         )
         record = {
             "epoch": epoch,
@@ -304,6 +385,8 @@ def finetune(
         }
     )
     save_classifier(out, model)
+    if config.skipped is not None:
+        write_skipped(list(skipped.values()), config.skipped)
     return FinetuneResult(
         classifier_path=out,
         history=history,
@@ -315,4 +398,5 @@ def finetune(
         seconds=seconds,
         nonfinite_steps=outcomes[StepOutcome.nonfinite],
         scaler_skipped_steps=outcomes[StepOutcome.scaler_skipped],
+        skipped=list(skipped.values()),
     )

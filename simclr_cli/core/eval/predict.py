@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +12,14 @@ import torch
 
 from .._io import atomic_write
 from .._runtime import resolve_device
+from ..choices import BadImagePolicy
 from ..config import PredictConfig
-from ..data.files import collect_inputs, load_rgb
-from ..errors import ConfigError
+from ..data.checks import BadImage, describe_bad_images, write_skipped
+from ..data.files import resolve_inputs
+from ..errors import ConfigError, DataError
 from ..model.classifier import load_classifier
 from ..progress import ProgressCallback, null_progress
-from .embed import extract_features
+from .embed import extract_kept_features, refusal
 
 
 @dataclass
@@ -29,12 +31,14 @@ class PredictResult:
         classes: Class names, in the order of the columns.
         probabilities: (len(paths), len(classes)) softmax probabilities, float32.
         top_k: How many classes each row reports.
+        skipped: The inputs left out (unreadable, or missing from a file list).
     """
 
     paths: list[Path]
     classes: list[str]
     probabilities: np.ndarray
     top_k: int
+    skipped: list[BadImage] = field(default_factory=list)
 
     def top(self, row: int) -> list[tuple[str, float]]:
         """The ``top_k`` most likely classes of one image, most likely first."""
@@ -70,22 +74,34 @@ def predict(*, config: PredictConfig, progress: ProgressCallback = null_progress
     config.validate()
     device = resolve_device(config.device)
     model = load_classifier(config.classifier, device=device)
-    paths = collect_inputs(config.inputs)
-    # Decode once up front so that a bad file is reported before any compute.
-    for path in paths:
-        load_rgb(path)
-    logits = extract_features(
+    resolved = resolve_inputs(config.inputs, file_list=config.file_list)
+    fail = config.on_bad_image is BadImagePolicy.fail
+    if resolved.missing and fail:
+        raise refusal(resolved.missing[0])
+    kept = extract_kept_features(
         model,
-        paths,
+        resolved.paths,
         metadata=model.metadata,
         batch_size=config.batch_size,
         device=device,
         progress=progress,
         task="predict",
+        on_bad_image=config.on_bad_image,
     )
-    probabilities = torch.from_numpy(logits).softmax(dim=1).numpy()
+    skipped = [*resolved.missing, *kept.bad]
+    if not kept.kept:
+        raise DataError(
+            f"none of the {len(skipped)} images could be read ({describe_bad_images(skipped)}); "
+            "check the files"
+        )
+    if config.skipped is not None:
+        write_skipped(skipped, config.skipped)
+    probabilities = torch.from_numpy(kept.features).softmax(dim=1).numpy()
     classes = model.classes
-    return PredictResult(paths, classes, probabilities, min(config.top_k, len(classes)))
+    paths = [resolved.paths[index] for index in kept.kept]
+    return PredictResult(
+        paths, classes, probabilities, min(config.top_k, len(classes)), skipped=skipped
+    )
 
 
 def write_predictions(result: PredictResult, path: Path) -> None:

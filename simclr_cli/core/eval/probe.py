@@ -7,7 +7,7 @@ supervised timm weights) go through the same code, so their figures compare dire
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -16,10 +16,12 @@ from .._runtime import resolve_device, seed_everything
 from .._threads import use_idle_cores
 from ..augment.eval import default_crop_fraction
 from ..config import ProbeConfig
+from ..data.checks import BadImage, describe_bad_images, write_skipped
+from ..errors import DataError
 from ..model.files import load_model
 from ..model.simclr import SimCLRModel, create_simclr_model
 from ..progress import ProgressCallback, ProgressEvent, null_progress
-from .embed import extract_features
+from .embed import extract_kept_features
 from .knn import knn_accuracy, topk_accuracy
 from .linear import fit_linear_probe
 from .splits import load_train_val, report_skipped_members
@@ -38,6 +40,7 @@ class ProbeResult:
         model: What was probed (a file, or a baseline description).
         l2: The linear probe's penalty, chosen on a held-out slice of the training features.
         feature_dim: Size of the features.
+        skipped: Images left out because they could not be read (both splits).
     """
 
     linear: dict[str, float]
@@ -48,6 +51,7 @@ class ProbeResult:
     model: str
     l2: float
     feature_dim: int
+    skipped: list[BadImage] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` form: linear, knn, n_train, n_val and classes."""
@@ -117,10 +121,23 @@ def probe(*, config: ProbeConfig, progress: ProgressCallback = null_progress) ->
         "progress": progress,
         "task": "features",
     }
-    train_features = torch.from_numpy(extract_features(model.backbone, train.paths, **common))
-    val_features = torch.from_numpy(extract_features(model.backbone, val.paths, **common))
-    train_labels = torch.tensor(train.labels)
-    val_labels = torch.tensor(val.labels)
+    # Unreadable files are left out (or stop the probe, under fail) with their labels.
+    common["on_bad_image"] = config.on_bad_image
+    train_kept = extract_kept_features(model.backbone, train.paths, **common)
+    val_kept = extract_kept_features(model.backbone, val.paths, **common)
+    skipped = [*train_kept.bad, *val_kept.bad]
+    if config.skipped is not None:
+        write_skipped(skipped, config.skipped)
+    for name, kept in (("training", train_kept), ("validation", val_kept)):
+        if not kept.kept:
+            raise DataError(
+                f"none of the {name} images could be read ({describe_bad_images(kept.bad)}); "
+                "check the files"
+            )
+    train_features = torch.from_numpy(train_kept.features)
+    val_features = torch.from_numpy(val_kept.features)
+    train_labels = torch.tensor([train.labels[i] for i in train_kept.kept])
+    val_labels = torch.tensor([val.labels[i] for i in val_kept.kept])
     num_classes = len(train.classes)
 
     # Linear probe on standardised features, penalty chosen on a slice of train.
@@ -147,10 +164,11 @@ def probe(*, config: ProbeConfig, progress: ProgressCallback = null_progress) ->
     return ProbeResult(
         linear=linear,
         knn=knn,
-        n_train=len(train.paths),
-        n_val=len(val.paths),
+        n_train=len(train_kept.kept),
+        n_val=len(val_kept.kept),
         classes=train.classes,
         model=description,
         l2=linear_probe.l2,
         feature_dim=int(train_features.shape[1]),
+        skipped=skipped,
     )

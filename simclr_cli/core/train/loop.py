@@ -22,6 +22,7 @@ from torch import nn
 from .._amp import StepOutcome, create_grad_scaler, finish_step, scaled_backward
 from .._runtime import autocast
 from ..config import PretrainConfig
+from ..data.files import STDIN_LIST, listed_in_a_file
 from ..data.loader import DataWaitGauge
 from ..distributed.batch_norm import gradient_sync_deferral
 from ..distributed.collectives import (
@@ -241,6 +242,13 @@ def _pretrain(
         if budget is not None:
             # The ranks' budget counts from this command's start, not from theirs.
             config = dataclasses.replace(config, started_at=time.time() - budget.elapsed())
+        if config.file_list is not None and str(config.file_list) == STDIN_LIST:
+            # The ranks cannot read this process's standard input: hand them the list as a file.
+            with listed_in_a_file(config.file_list) as listed:
+                ranks_config = dataclasses.replace(config, file_list=listed)
+                return launch_pretrain(
+                    pretrain, config=ranks_config, progress=progress, processes=processes
+                )
         return launch_pretrain(pretrain, config=config, progress=progress, processes=processes)
     context = join_job(plan.processes)
     if not context.is_main:
@@ -423,7 +431,7 @@ def _pretrain(
                     break
             if step == steps_before_epoch:
                 raise DataError(
-                    f"none of the images in {config.data} could be decoded; check the files"
+                    f"none of the images in {config.data_label()} could be decoded; check the files"
                 )
             epoch += 1
     except Exception:

@@ -24,7 +24,8 @@ from ..augment.recipe import DEFAULT_COLOR_STRENGTH, resolve_preset
 from ..choices import CacheMode, Precision, Preset, Stem
 from ..config import PretrainConfig, config_to_dict
 from ..constants import DEFAULT_BATCH_SIZE
-from ..data.checks import BadImage, describe_bad_images, refuse_bad_images
+from ..data.checks import BadImage, describe_bad_images, refuse_bad_images, scan_images
+from ..data.files import resolve_inputs
 from ..data.index import index_training_images
 from ..data.loader import cache_budget_bytes
 from ..data.shards import ShardIndex, index_shards, is_shard_input
@@ -324,22 +325,36 @@ def plan_run(*, config: PretrainConfig, progress: ProgressCallback = null_progre
 def _training_images(
     config: PretrainConfig, progress: ProgressCallback
 ) -> tuple[Sequence[Path] | ShardIndex, list[BadImage]]:
-    # Files that cannot be images at all are found now, before the first step; in tar shards,
-    # the members (read from the tar headers) and missing or damaged shards.
+    # Files that cannot be images at all are found now, before the first step: for one folder
+    # through its cached file index, for tar shards from their headers (with missing or damaged
+    # shards), for several inputs and file lists once resolved (listed files that are missing).
     paths: Sequence[Path] | ShardIndex
-    if is_shard_input(config.data):
-        paths, bad_images = index_shards(config.data)
-    else:
-        scanned = index_training_images(config.data, progress=progress)
+    single = config.data if config.file_list is None and not config.extra_data else None
+    if single is not None and is_shard_input(single):
+        paths, bad_images = index_shards(single)
+    elif single is not None and Path(single).is_dir():
+        scanned = index_training_images(single, progress=progress)
         paths, bad_images = scanned.images, list(scanned.bad)
+    else:
+        resolved = resolve_inputs(config.inputs, file_list=config.file_list)
+        paths, bad_images = scan_images(resolved.paths)
+        bad_images = [*resolved.missing, *bad_images]
+    label = config.data_label()
     if config.on_bad_image.value == "fail":
-        refuse_bad_images(bad_images, config.data)
+        refuse_bad_images(bad_images, label)
     if not paths:
         raise DataError(
-            f"none of the images in {config.data} could be decoded "
+            f"none of the images in {label} could be decoded "
             f"({describe_bad_images(bad_images)}); check the files"
         )
     return paths, bad_images
+
+
+def _resolved_inputs(config: PretrainConfig) -> str | list[str] | None:
+    inputs = [str(Path(item).resolve()) for item in config.inputs]
+    if not inputs:
+        return None
+    return inputs[0] if len(inputs) == 1 else inputs
 
 
 def resolved_settings(config: PretrainConfig, plan: RunPlan) -> dict[str, Any]:
@@ -348,9 +363,14 @@ def resolved_settings(config: PretrainConfig, plan: RunPlan) -> dict[str, Any]:
     With the step plan added, this is what a checkpoint records and ``--resume`` compares.
     """
     settings = config_to_dict(config)
+    settings.pop("extra_data", None)
     settings.update(
         {
-            "data": str(Path(config.data).resolve()),
+            # Several inputs are one list under `data`, as the command line takes them.
+            "data": _resolved_inputs(config),
+            "file_list": None
+            if config.file_list is None or str(config.file_list) == "-"
+            else str(Path(config.file_list).resolve()),
             "batch_size": plan.batch_size,
             "preset": plan.preset.value,
             "color_strength": plan.color_strength,

@@ -13,11 +13,14 @@ import pytest
 from PIL import Image
 
 from simclr_cli.core.data.checks import (
+    FAILURE_FIXES,
     BadImage,
     SkippedImages,
     check_image_header,
+    classify_decode_failure,
     scan_images,
 )
+from simclr_cli.core.data.decode import decode_for_training
 from simclr_cli.core.data.files import find_images, load_rgb
 from simclr_cli.core.errors import DataError, ImageDecodeError
 from simclr_cli.core.train.loop import pretrain
@@ -202,3 +205,75 @@ def test_pretrain__fail_policy_refuses_bad_files_before_training(tmp_path: Path)
     with pytest.raises(DataError, match=r"3 files .* are not readable images.*zero\.jpg"):
         pretrain(config=tiny_config(data, out, batch_size=6, on_bad_image="fail"))
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (FileNotFoundError(2, "No such file"), "missing"),
+        (PermissionError(13, "Permission denied"), "permission"),
+        (OSError("image file is truncated (74 bytes not processed)"), "truncated"),
+        (OSError("Truncated File Read"), "truncated"),
+        (OSError("broken data stream when reading image file"), "truncated"),
+        (
+            Image.DecompressionBombError("Image size (3600000000 pixels) exceeds limit"),
+            "too_many_pixels",
+        ),
+        (OSError("cannot write mode I;16S as PNG"), "unsupported"),
+        (SyntaxError("bad Huffman table"), "damaged"),
+    ],
+)
+def test_classify_decode_failure__each_kind_has_our_reason_and_its_fix(
+    error: BaseException, kind: str
+):
+    failure = classify_decode_failure(error, limit=89_478_485)
+    assert failure.kind == kind and failure.fix == FAILURE_FIXES[kind]
+    assert "DOS attack" not in failure.reason and "convert it to JPEG or PNG" not in failure.fix
+
+
+def test_classify_decode_failure__empty_and_text_files(tmp_path: Path):
+    empty, text = tmp_path / "empty.jpg", tmp_path / "text.jpg"
+    empty.write_bytes(b"")
+    text.write_text("hello")
+    for path, kind in ((empty, "empty"), (text, "not_image")):
+        with pytest.raises(ImageDecodeError) as caught:
+            load_rgb(path)
+        assert caught.value.kind == kind and caught.value.fix == FAILURE_FIXES[kind]
+
+
+def test_load_rgb__png_bomb_message_names_the_size_and_the_switch(tmp_path: Path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(60000, 60000))
+    with pytest.raises(ImageDecodeError) as caught:
+        load_rgb(path)
+    message = str(caught.value)
+    assert "60000 x 60000 pixels" in message and "SIMCLR_MAX_IMAGE_PIXELS" in message
+    assert "convert it to JPEG or PNG" not in message and caught.value.kind == "too_many_pixels"
+
+
+def test_load_rgb__the_switch_is_the_only_pixel_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(_noise_jpeg(48))
+    # Pillow's own guard set far below the image: SIMCLR_MAX_IMAGE_PIXELS=0 still reads it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.setenv("SIMCLR_MAX_IMAGE_PIXELS", "0")
+    assert load_rgb(path).size == (48, 48)
+    assert Image.MAX_IMAGE_PIXELS == 100
+    monkeypatch.setenv("SIMCLR_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(ImageDecodeError, match="48 x 48 pixels"):
+        load_rgb(path)
+
+
+def test_decode_for_training__jpeg_draft_path_checks_the_pixel_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(_noise_jpeg(48))
+    monkeypatch.setenv("SIMCLR_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_for_training(path, max_short_side=16)
+    assert caught.value.kind == "too_many_pixels"
+    monkeypatch.setenv("SIMCLR_MAX_IMAGE_PIXELS", "3000")
+    assert decode_for_training(path, max_short_side=16).shape == (3, 16, 16)

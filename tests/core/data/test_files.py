@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from simclr_cli.core.data import files as files_module
 from simclr_cli.core.data.files import (
     collect_inputs,
     find_images,
     find_labeled_images,
+    listed_in_a_file,
     load_rgb,
+    resolve_inputs,
 )
 from simclr_cli.core.errors import DataError, ImageDecodeError
 
@@ -96,3 +100,61 @@ def test_load_rgb__non_image_raises_decode_error(tmp_path: Path):
     path.write_text("this is text")
     with pytest.raises(ImageDecodeError, match="not an image file"):
         load_rgb(path)
+
+
+def test_resolve_inputs__several_inputs_then_the_list_relative_to_its_folder(tmp_path: Path):
+    red = Image.new("RGB", (4, 4), "red")
+    folder = tmp_path / "folder"
+    _save(folder / "b.png", red)
+    _save(folder / "a.png", red)
+    single = _save(tmp_path / "single.png", red)
+    listed = _save(tmp_path / "lists" / "photos" / "x.png", red)
+    file_list = tmp_path / "lists" / "files.txt"
+    file_list.write_text("photos/x.png\n\nphotos/gone.png\n" + str(single) + "\n")
+    resolved = resolve_inputs([single, folder], file_list=file_list)
+    assert resolved.paths == [single, folder / "a.png", folder / "b.png", listed, single]
+    assert [Path(b.path).name for b in resolved.missing] == ["gone.png"]
+    assert "file not found" in resolved.missing[0].reason and resolved.missing[0].fix
+
+
+def test_resolve_inputs__dash_reads_standard_input_relative_to_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    _save(tmp_path / "x.png", Image.new("RGB", (4, 4)))
+    monkeypatch.chdir(tmp_path)
+    resolved = resolve_inputs([], file_list="-", stdin=io.StringIO("x.png\ny.png\n"))
+    assert resolved.paths == [Path("x.png")] and resolved.missing[0].path == "y.png"
+
+
+def test_resolve_inputs__nothing_usable_is_refused(tmp_path: Path):
+    file_list = tmp_path / "files.txt"
+    file_list.write_text("a.png\nb.png\n")
+    with pytest.raises(DataError, match=r"none of the 2 listed files exists \(.*a\.png"):
+        resolve_inputs([], file_list=file_list)
+    file_list.write_text("\n\n")
+    with pytest.raises(DataError, match="names no files"):
+        resolve_inputs([], file_list=file_list)
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_inputs([], file_list=tmp_path / "nope.txt")
+
+
+def test_resolve_inputs__missing_input_on_the_command_line_is_refused(tmp_path: Path):
+    with pytest.raises(DataError, match=r"nope\.png does not exist"):
+        resolve_inputs([tmp_path / "nope.png"])
+
+
+def test_listed_in_a_file__hands_standard_input_on_as_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The ranks of a job cannot read the launcher's standard input; they get a file instead,
+    # and a second read in the same process sees the same list.
+    _save(tmp_path / "x.png", Image.new("RGB", (4, 4)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(files_module, "_stdin_read", None)
+    monkeypatch.setattr("sys.stdin", io.StringIO("x.png\n"))
+    assert resolve_inputs([], file_list="-").paths == [Path("x.png")]
+    assert resolve_inputs([], file_list="-").paths == [Path("x.png")]  # Read once, kept.
+    with listed_in_a_file("-") as listed:
+        assert listed.read_text() == f"{tmp_path / 'x.png'}\n"
+        assert resolve_inputs([], file_list=listed).paths == [tmp_path / "x.png"]
+    assert not listed.exists()

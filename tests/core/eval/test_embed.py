@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import struct
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +16,16 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from simclr_cli.core.config import EmbedConfig
-from simclr_cli.core.errors import ConfigError, DataError, ImageDecodeError
-from simclr_cli.core.eval.embed import embed, embed_images, write_embeddings
+from simclr_cli.core.errors import (
+    ConfigError,
+    DataError,
+    ImageDecodeError,
+    MissingDependencyError,
+)
+from simclr_cli.core.eval.embed import embed, embed_images, read_embeddings, write_embeddings
+from simclr_cli.core.eval.embed_output import partial_folder
 from simclr_cli.core.model.files import load_model
+from simclr_cli.core.progress import ProgressEvent
 
 
 def test_embed__folder_gives_one_row_per_image(trained_model: Path, shapes_dir: Path):
@@ -39,10 +49,17 @@ def test_embed__is_deterministic_and_matches_python_api(trained_model: Path, sha
     np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
 
 
-def test_embed__unreadable_image_raises(trained_model: Path, tmp_path: Path):
+def test_embed__unreadable_image_raises_under_fail(trained_model: Path, tmp_path: Path):
     bad = tmp_path / "bad.png"
     bad.write_text("nope")
-    with pytest.raises(ImageDecodeError, match=r"bad\.png"):
+    with pytest.raises(ImageDecodeError, match=r"bad\.png: not an image file.*skip"):
+        embed(config=EmbedConfig(model=trained_model, inputs=[bad], on_bad_image="fail"))
+
+
+def test_embed__nothing_readable_is_refused_under_skip(trained_model: Path, tmp_path: Path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    with pytest.raises(DataError, match=r"none of the 1 images could be read"):
         embed(config=EmbedConfig(model=trained_model, inputs=[bad]))
 
 
@@ -77,7 +94,7 @@ def test_write_embeddings__unknown_suffix_raises(
 ):
     result = embed(config=EmbedConfig(model=trained_model, inputs=[shapes_dir / "circle"]))
     with pytest.raises(ConfigError, match=r"\.parquet"):
-        write_embeddings(result, tmp_path / "out.parquet")
+        write_embeddings(result, tmp_path / "out.txt")
 
 
 def test_embed__model_and_images_gives_the_same_rows_for_every_input_form(
@@ -138,3 +155,169 @@ def test_embed__model_and_config_together_raise_type_error(trained_model: Path):
         embed(load_model(trained_model), [], config=config)
     with pytest.raises(TypeError):
         embed()
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming to a file, bad images, file lists, resume.
+
+FORMATS = [".npy", ".safetensors", ".csv", ".jsonl", ".parquet"]
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def mixed_inputs(shapes_dir: Path, tmp_path: Path) -> tuple[list[Path], list[Path]]:
+    """Two folders of good images, a bomb, a text file named .jpg: (inputs, good files)."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "bomb.png").write_bytes(_bomb_png(60000, 60000))
+    (bad / "notes.jpg").write_text("not an image")
+    circles = sorted((shapes_dir / "circle").iterdir())[:5]
+    squares = sorted((shapes_dir / "square").iterdir())[:4]
+    inputs = [*circles[:3], bad / "bomb.png", *circles[3:], bad / "notes.jpg", *squares]
+    return inputs, [*circles, *squares]
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_embed__streams_every_format_and_skips_bad_images(
+    trained_model: Path, mixed_inputs: tuple[list[Path], list[Path]], tmp_path: Path, suffix: str
+):
+    inputs, good = mixed_inputs
+    expected = embed(config=EmbedConfig(model=trained_model, inputs=good)).embeddings
+    output = tmp_path / f"out{suffix}"
+    result = embed(
+        config=EmbedConfig(
+            model=trained_model,
+            inputs=inputs,
+            output=output,
+            batch_size=3,
+            skipped=tmp_path / "skipped.txt",
+        )
+    )
+    assert [p.name for p in result.paths] == [p.name for p in good]
+    assert {Path(b.path).name for b in result.skipped} == {"bomb.png", "notes.jpg"}
+    names, rows = read_embeddings(output)
+    assert names == [str(p) for p in good]
+    np.testing.assert_allclose(rows, expected, rtol=1e-5, atol=1e-6)
+    assert not partial_folder(output).exists()
+    listed = (tmp_path / "skipped.txt").read_text().splitlines()
+    assert len(listed) == 2 and "60000 x 60000 pixels" in listed[0]
+    if suffix == ".npy":
+        assert np.load(output).shape == (len(good), rows.shape[1])
+        assert result.embeddings is not None and result.embeddings.shape == rows.shape
+
+
+def test_embed__bomb_message_is_ours_with_the_right_fix(
+    trained_model: Path, mixed_inputs: tuple[list[Path], list[Path]]
+):
+    bomb = mixed_inputs[0][3]
+    with pytest.raises(ImageDecodeError) as caught:
+        embed(config=EmbedConfig(model=trained_model, inputs=[bomb], on_bad_image="fail"))
+    message = str(caught.value)
+    assert "60000 x 60000 pixels" in message and "SIMCLR_MAX_IMAGE_PIXELS" in message
+    assert "convert it to JPEG or PNG" not in message and "DOS attack" not in message
+
+
+def test_embed__file_list_relative_to_its_folder_with_missing_lines(
+    trained_model: Path, shapes_dir: Path, tmp_path: Path
+):
+    listed = sorted((shapes_dir / "stripes").iterdir())[:3]
+    file_list = shapes_dir / "list.txt"
+    lines = [str(p.relative_to(shapes_dir)) for p in listed] + ["stripes/gone.png", ""]
+    file_list.write_text("\n".join(lines) + "\n")
+    try:
+        result = embed(config=EmbedConfig(model=trained_model, file_list=file_list))
+        assert [p.name for p in result.paths] == [p.name for p in listed]
+        assert [Path(b.path).name for b in result.skipped] == ["gone.png"]
+        with pytest.raises(ImageDecodeError, match=r"gone\.png: file not found"):
+            embed(config=EmbedConfig(model=trained_model, file_list=file_list, on_bad_image="fail"))
+    finally:
+        file_list.unlink()
+
+
+def _interrupt_after(batches: int):
+    """A progress callback that stops the run (as Ctrl-C would) after some batches."""
+    seen = []
+
+    def progress(event: ProgressEvent) -> None:
+        if event.kind == "advance":
+            seen.append(event.completed)
+            if len(seen) == batches:
+                raise KeyboardInterrupt
+
+    return progress
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_embed__resume_continues_an_interrupted_output(
+    trained_model: Path, mixed_inputs: tuple[list[Path], list[Path]], tmp_path: Path, suffix: str
+):
+    inputs, good = mixed_inputs
+    whole = tmp_path / f"whole{suffix}"
+    embed(config=EmbedConfig(model=trained_model, inputs=inputs, output=whole, batch_size=2))
+    output = tmp_path / f"out{suffix}"
+    config = EmbedConfig(model=trained_model, inputs=inputs, output=output, batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        embed(config=config, progress=_interrupt_after(3))
+    assert not output.exists() and (partial_folder(output) / "progress.json").exists()
+    with pytest.raises(DataError, match=r"6 of 11 images done.*--resume"):
+        embed(config=config)
+    config.resume = True
+    result = embed(config=config)
+    assert result.resumed_rows == 5 and len(result.paths) == len(good)
+    assert {Path(b.path).name for b in result.skipped} == {"bomb.png", "notes.jpg"}
+    names, rows = read_embeddings(output)
+    expected_names, expected = read_embeddings(whole)
+    assert [Path(n).name for n in names] == [Path(n).name for n in expected_names]
+    np.testing.assert_allclose(rows, expected, rtol=1e-5, atol=1e-6)
+    assert not partial_folder(output).exists()
+
+
+def test_embed__resume_refuses_a_partial_output_of_other_inputs(
+    trained_model: Path, shapes_dir: Path, tmp_path: Path
+):
+    output = tmp_path / "out.npy"
+    files = sorted((shapes_dir / "circle").iterdir())
+    config = EmbedConfig(model=trained_model, inputs=files, output=output, batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        embed(config=config, progress=_interrupt_after(1))
+    other = EmbedConfig(
+        model=trained_model, inputs=files[:-1], output=output, batch_size=2, resume=True
+    )
+    with pytest.raises(DataError, match="written for other inputs, count"):
+        embed(config=other)
+
+
+def test_embed__parquet_without_pyarrow_is_refused_before_any_work(
+    trained_model: Path, shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    config = EmbedConfig(model=trained_model, inputs=[shapes_dir], output=tmp_path / "x.parquet")
+    with pytest.raises(MissingDependencyError, match=r"simclr-cli\[parquet\]"):
+        embed(config=config)
+    assert not partial_folder(tmp_path / "x.parquet").exists()
+
+
+def test_embed__workers_keep_the_order(trained_model: Path, shapes_dir: Path, tmp_path: Path):
+    files = sorted(shapes_dir.rglob("*.png"))
+    expected = embed(config=EmbedConfig(model=trained_model, inputs=files, workers=0))
+    output = tmp_path / "out.jsonl"
+    result = embed(
+        config=EmbedConfig(
+            model=trained_model, inputs=files, workers=2, batch_size=4, output=output
+        )
+    )
+    names, rows = read_embeddings(output)
+    assert names == [str(p) for p in expected.paths] == [str(p) for p in result.paths]
+    assert expected.embeddings is not None
+    np.testing.assert_allclose(rows, expected.embeddings, rtol=1e-5, atol=1e-6)

@@ -227,3 +227,40 @@ def test_fit_batch_size__explicit_batch_larger_than_data_is_refused():
         fit_batch_size(requested=256, num_images=244, multiple=1)
     with pytest.raises(DataError, match="too few"):
         fit_batch_size(requested=None, num_images=3, multiple=4)
+
+
+def test_plan_run__several_inputs_and_a_file_list_with_missing_lines(
+    shapes_dir: Path, tmp_path: Path
+):
+    squares = sorted((shapes_dir / "square").iterdir())
+    file_list = tmp_path / "list.txt"
+    file_list.write_text(f"{squares[0]}\n{squares[1]}\ngone.png\n")
+    config = tiny_config(
+        shapes_dir / "circle",
+        tmp_path / "run",
+        extra_data=[shapes_dir / "stripes", squares[2]],
+        file_list=file_list,
+    )
+    plan = plan_run(config=config)
+    assert plan.num_images == 8 + 8 + 1 + 2
+    assert [Path(bad.path).name for bad in plan.bad_images] == ["gone.png"]
+    settings = resolved_settings(config, plan)
+    assert settings["data"] == [
+        str((shapes_dir / "circle").resolve()),
+        str((shapes_dir / "stripes").resolve()),
+        str(squares[2].resolve()),
+    ]
+    assert settings["file_list"] == str(file_list.resolve()) and "extra_data" not in settings
+    with pytest.raises(DataError, match=r"not readable images \(.*gone\.png: file not found"):
+        plan_run(
+            config=tiny_config(None, tmp_path / "run", file_list=file_list, on_bad_image="fail")
+        )
+
+
+def test_plan_run__file_list_naming_nothing_that_exists_is_refused(tmp_path: Path):
+    file_list = tmp_path / "list.txt"
+    file_list.write_text("a.png\nb.png\n")
+    with pytest.raises(DataError, match="none of the 2 listed files exists"):
+        plan_run(config=tiny_config(None, tmp_path / "run", file_list=file_list))
+    with pytest.raises(ConfigError, match="--file-list"):
+        plan_run(config=tiny_config(None, tmp_path / "run"))
