@@ -240,7 +240,10 @@ def _pretrain(
     skipped = position.skipped_images if checkpoint else len(plan.bad_images)
     started = time.perf_counter()
     window = MetricsWindow(
-        gauge=gauge, context=context, steps_per_epoch=max(1, plan.num_images // config.batch_size)
+        gauge=gauge,
+        context=context,
+        steps_per_epoch=max(1, plan.num_images // config.batch_size),
+        loader=data.loader,
     )
     guard.install()
     try:
