@@ -43,7 +43,8 @@ class Switch:
 
 CACHE_BUDGET = Switch(
     "SIMCLR_CACHE_BUDGET",
-    "Bytes that --cache auto may fill with decoded training images.",
+    "Bytes that --cache auto may fill with decoded training images on this machine, shared "
+    "equally by its ranks.",
     "half the available memory",
     "a number of bytes, such as 2e9",
 )
@@ -148,7 +149,7 @@ def _number(switch: Switch) -> float | None:
 
 
 def cache_budget_bytes() -> int | None:
-    """``SIMCLR_CACHE_BUDGET``: bytes the image cache may use, None for the default."""
+    """``SIMCLR_CACHE_BUDGET``: bytes the image caches of a machine may use, None by default."""
     number = _number(CACHE_BUDGET)
     if number is not None and number < 0:
         raise _refuse(CACHE_BUDGET, _text(CACHE_BUDGET))

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from simclr_cli.cli import pretrain as pretrain_module
 from simclr_cli.cli.app import app
 from simclr_cli.core import _io
+from simclr_cli.core.data.synthetic import generate_shapes_dataset
 from simclr_cli.core.errors import RunInterrupted
 from simclr_cli.core.model.files import read_metadata
 from simclr_cli.core.train.checkpoints import read_checkpoint
@@ -500,3 +501,34 @@ def test_pretrain__several_inputs_and_a_file_list_from_standard_input(
     assert "gone.png\tfile not found" in skipped
     document = _io.loads((out / "config.toml").read_text())["pretrain"]
     assert len(document["data"]) == 2 and "file_list" not in document
+
+
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """600 tiny images of 32 px (6 shape classes of 100)."""
+    root = tmp_path_factory.mktemp("many") / "images"
+    return generate_shapes_dataset(root, images_per_class=100, size=32, seed=0)
+
+
+@pytest.mark.slow
+def test_pretrain__cpu_processes_cache_the_images_once_per_machine(
+    many_images: Path, tmp_path: Path
+):
+    # RSS is dominated by each process's own torch (hundreds of MB against a 2 MB cache), so
+    # the memory compared is the cache's: the decoded images all ranks hold, from metrics.jsonl.
+    # 16 px views of images stored at 24 px, batches of 200: an epoch is 3 steps, and step 10
+    # logs the cache after 3 epochs (when caches per rank that need every image would hold
+    # about 90% of the images each).
+    args = ["--backbone", "test_resnet", "--image-size", "16", "--batch-size", "200"]
+    args += ["--max-steps", "10", "--log-every", "10", "--workers", "1"]
+    cached = {}
+    for processes in ([], ["--cpu-processes", "2"]):
+        out = tmp_path / f"run{len(processes)}"
+        result = runner.invoke(
+            app, ["pretrain", str(many_images), "--out", str(out), *args, *processes]
+        )
+        assert result.exit_code == 0, result.output
+        record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        cached[len(processes)] = record["cache_bytes"]
+    assert cached[0] == 600 * 3 * 24 * 24
+    assert cached[2] <= 1.3 * cached[0]

@@ -169,47 +169,92 @@ def collate_images(
     return ImageBatch(images, sizes, indices, skipped, bad, cut)
 
 
-def cache_budget_bytes() -> int:
-    """Bytes ``--cache auto`` may use: ``SIMCLR_CACHE_BUDGET`` or half the available memory."""
-    configured = _env.cache_budget_bytes()
-    if configured is not None:
-        return configured
+def available_memory_bytes() -> int | None:
+    """The machine's available memory (``MemAvailable`` of ``/proc/meminfo``), None if unknown."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(CACHE_MEMORY_SHARE * int(line.split()[1]) * 1024)
+                return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 2 * 1024**3  # Unknown platform: a modest 2 GiB.
+    return None
+
+
+def machine_cache_budget_bytes() -> int:
+    """Bytes ``--cache auto`` may use on this machine, for all its ranks together.
+
+    ``SIMCLR_CACHE_BUDGET`` when set, else half the available memory (2 GiB where that is
+    unknown).
+    """
+    configured = _env.cache_budget_bytes()
+    if configured is not None:
+        return configured
+    available = available_memory_bytes()
+    if available is None:
+        return 2 * 1024**3  # Unknown platform: a modest 2 GiB.
+    return int(CACHE_MEMORY_SHARE * available)
+
+
+def cache_budget_bytes(*, local_world_size: int = 1) -> int:
+    """Bytes the cache of one rank may use: the machine's budget shared by its ranks.
+
+    Every rank caches only its own shard of the images (``ResumableRandomSampler.shard``), so
+    the ranks of a machine together hold the data set once, and each gets an equal part of the
+    budget: W ranks never ask for W times half of the memory.
+
+    Args:
+        local_world_size: Ranks on this machine.
+    """
+    return machine_cache_budget_bytes() // max(1, local_world_size)
 
 
 class ImageCache:
     """Decoded uint8 images kept in RAM, filled as the first epoch streams past.
 
+    A cache holds the images of its members only: a rank's shard (all images on one rank).
+
     Args:
         size: Number of images in the dataset.
+        members: Dataset indices the cache holds; all of them when None.
     """
 
-    def __init__(self, size: int):
-        self.images: list[torch.Tensor | None] = [None] * size
+    def __init__(self, size: int, members: Sequence[int] | None = None):
+        self.members = torch.arange(size) if members is None else torch.tensor(members).long()
+        # The row of each dataset index among the members (-1: not a member).
+        self.rows = torch.full((size,), -1, dtype=torch.int64)
+        self.rows[self.members] = torch.arange(len(self.members))
+        self.images: list[torch.Tensor | None] = [None] * len(self.members)
         self.bad = torch.zeros(size, dtype=torch.bool)
         self.seen = torch.zeros(size, dtype=torch.bool)
         self.reasons: dict[int, BadImage] = {}
         self.nbytes = 0
         self._stacked: torch.Tensor | None = None
 
+    def __len__(self) -> int:
+        return len(self.members)
+
     @property
     def complete(self) -> bool:
-        """Whether every image is cached or known to be unreadable."""
-        return bool(self.seen.all())
+        """Whether every member is cached or known to be unreadable."""
+        return bool(self.seen[self.members].all())
+
+    @property
+    def seen_count(self) -> int:
+        """Members cached or known to be unreadable so far."""
+        return int(self.seen[self.members].sum())
+
+    def missing(self) -> torch.Tensor:
+        """The members not seen yet (int64, in the order of the members)."""
+        return self.members[~self.seen[self.members]]
 
     def add(self, batch: ImageBatch, batch_indices: torch.Tensor) -> None:
         """Store the images of a streamed batch; indices requested but absent were bad."""
         for row, index in enumerate(batch.indices.tolist()):
-            if self.images[index] is None:
+            member = int(self.rows[index])
+            if self.images[member] is None:
                 height, width = batch.sizes[row].tolist()
                 image = batch.images[row, :, :height, :width].clone()
-                self.images[index] = image
+                self.images[member] = image
                 self.nbytes += image.numel()
         self.seen[batch_indices] = True
         self.bad[batch_indices] = True
@@ -224,26 +269,28 @@ class ImageCache:
         good = [image for image in self.images if image is not None]
         if good and all(image.shape == good[0].shape for image in good):
             stacked = torch.empty(len(self.images), *good[0].shape, dtype=torch.uint8)
-            for index, image in enumerate(self.images):
+            for member, image in enumerate(self.images):
                 if image is not None:
-                    stacked[index] = image
+                    stacked[member] = image
             self._stacked = stacked
             self.images = [None] * len(self.images)
+            self.nbytes = stacked.numel()  # Rows of unreadable images are allocated too.
 
     def batch(self, indices: torch.Tensor) -> ImageBatch:
-        """Gather the batch of these dataset indices from memory."""
+        """Gather the batch of these dataset indices (members of the cache) from memory."""
         good = indices[~self.bad[indices]]
         skipped = len(indices) - len(good)
         bad = [self.reasons[i] for i in indices[self.bad[indices]].tolist() if i in self.reasons]
         if self._stacked is not None:
-            images = self._stacked.index_select(0, good)
+            images = self._stacked.index_select(0, self.rows[good])
             sizes = torch.tensor(images.shape[-2:], dtype=torch.int64).expand(len(good), 2)
             return ImageBatch(images, sizes.clone(), good, skipped, bad)
         if len(good) == 0:
             batch = collate_images([(int(i), None) for i in indices])
             batch.bad = bad
             return batch
-        images, sizes = stack_images([self.images[i] for i in good.tolist()])
+        stored = [self.images[int(self.rows[i])] for i in good.tolist()]
+        images, sizes = stack_images([image for image in stored if image is not None])
         return ImageBatch(images, sizes, good, skipped, bad)
 
 
@@ -252,7 +299,9 @@ class TrainImageLoader:
 
     Iterating gives one epoch. While the cache is incomplete the epoch streams through a
     DataLoader whose workers decode; with caching on, the main process keeps what arrives, and
-    once every image has been seen, epochs are gathered from memory in the main process.
+    decodes the images of its shard that the epoch left out after its last batch, so that from
+    the second epoch on, batches are gathered from memory in the main process and no file is
+    read. With several ranks each caches only its own shard (``ResumableRandomSampler.shard``).
 
     Args:
         paths: Image files, or the image members of tar shards (a ``ShardIndex``).
@@ -261,10 +310,12 @@ class TrainImageLoader:
         workers: Decoding processes of the streaming DataLoader.
         cache: ``auto``, ``ram`` or ``off``.
         generator: Seeded source of the shuffling when no ``sampler`` is given.
-        sampler: Gives each epoch's order instead (a resumable one, sharded over ranks).
+        sampler: Gives each epoch's order instead (a resumable one, sharded over ranks); the
+            cache holds its shard.
         pin_memory: Page-lock streamed batches (for a CUDA device).
         progress: Receives the one-line notice when ``auto`` falls back to streaming.
-        cache_budget: Bytes ``auto`` may fill; ``cache_budget_bytes()`` when None.
+        cache_budget: Bytes ``auto`` may fill in this process; ``cache_budget_bytes()`` when
+            None.
         cutter: Cuts the views of large images at decode (``CropAtDecode``), with ``off`` and
             ``auto`` (``ram`` keeps the bounded decode of every image); None decodes every
             image to the bound.
@@ -299,7 +350,10 @@ class TrainImageLoader:
         self.mode = CacheMode(getattr(cache, "value", cache))
         self.progress = progress
         self.max_short_side = source_side_bound(image_size)
-        self.cache = ImageCache(len(self.paths)) if self.mode is not CacheMode.off else None
+        members = None if sampler is None else sampler.shard()
+        self.cache = (
+            ImageCache(len(self.paths), members) if self.mode is not CacheMode.off else None
+        )
         if cache_budget is None and self.mode is CacheMode.auto:
             cache_budget = cache_budget_bytes()
         self.budget = cache_budget if self.mode is CacheMode.auto else None
@@ -320,6 +374,11 @@ class TrainImageLoader:
     def cuts_at_decode(self) -> bool:
         """Whether large images' views are cut at decode (every cache mode but ``ram``)."""
         return self.cutter is not None and self.mode is not CacheMode.ram
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of decoded images this process holds in RAM (0 without a cache)."""
+        return 0 if self.cache is None else self.cache.nbytes
 
     def __iter__(self) -> Iterator[ImageBatch]:
         # The epoch the crop boxes are seeded with: the sampler's (set by the loop, and by a
@@ -346,6 +405,12 @@ class TrainImageLoader:
 
     def _streamed_epoch(self, epoch: int) -> Iterator[ImageBatch]:
         batches = self._shuffled_batches()
+        trained = len(batches)
+        if self.cache is not None:
+            # The images of the shard that this epoch leaves out (its incomplete last batch, the
+            # batches a resumed epoch skips, the image a shard has over the share) are decoded
+            # after its last batch, so that the cache is complete after one epoch.
+            batches = batches + self._filling_batches(batches)
         if self._loader is None:
             self._loader = self._create_loader()
         batch_sampler = cast(_EpochBatches, self._loader.batch_sampler)
@@ -364,10 +429,23 @@ class TrainImageLoader:
                 if self.cache is None:
                     # The next epoch starts workers that persist, now that nothing is cached.
                     self._loader = None
-            yield batch
+            if position < trained:
+                yield batch
+            elif self.cache is None:
+                break  # The cache gave up: the rest of the batches would only have filled it.
         if self.cache is not None and self.cache.complete:
             self.cache.finish()
             self._loader = None  # The decoding workers are no longer needed.
+
+    def _filling_batches(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        cache = self.cache
+        assert cache is not None, "only a cache is filled"
+        missing = cache.missing()
+        if batches:
+            in_epoch = torch.zeros(len(self.paths), dtype=torch.bool)
+            in_epoch[torch.cat(batches)] = True
+            missing = missing[~in_epoch[missing]]
+        return list(missing.split(self.batch_size)) if len(missing) else []
 
     def _create_loader(self) -> DataLoader:
         persistent = self.workers > 0 and self.cache is None
@@ -401,11 +479,10 @@ class TrainImageLoader:
         self.budget = None
 
     def _check_budget(self) -> None:
-        # The estimate is the mean stored size so far times the number of images.
+        # The estimate is the mean stored size so far times the images of the shard.
         if self.budget is None or self.cache is None:
             return
-        seen = int(self.cache.seen.sum())
-        estimate = self.cache.nbytes / max(1, seen) * len(self.paths)
+        estimate = self.cache.nbytes / max(1, self.cache.seen_count) * len(self.cache)
         if estimate > self.budget:
             self.progress(
                 ProgressEvent(

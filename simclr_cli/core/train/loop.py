@@ -315,7 +315,10 @@ def _pretrain(
     skipped = position.skipped_images if checkpoint else len(plan.bad_images)
     started = time.perf_counter()
     window = MetricsWindow(
-        gauge=gauge, context=context, steps_per_epoch=max(1, plan.num_images // plan.batch_size)
+        gauge=gauge,
+        context=context,
+        steps_per_epoch=max(1, plan.num_images // plan.batch_size),
+        loader=data.loader,
     )
     micro_batch_views = config.accumulate > 1 and device.type == "cuda"
     guard.install()

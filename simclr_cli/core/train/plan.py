@@ -27,7 +27,7 @@ from ..constants import DEFAULT_BATCH_SIZE
 from ..data.checks import BadImage, describe_bad_images, refuse_bad_images, scan_images
 from ..data.files import resolve_inputs
 from ..data.index import index_training_images
-from ..data.loader import cache_budget_bytes
+from ..data.loader import machine_cache_budget_bytes
 from ..data.shards import ShardIndex, index_shards, is_shard_input
 from ..distributed.ranks import (
     ProcessPlan,
@@ -72,7 +72,8 @@ class RunPlan:
         workers: Decoding processes of this rank.
         threads: Intra-op threads of this process.
         cache: Where decoded images live between epochs.
-        cache_budget: Bytes ``--cache auto`` may fill (None for ``ram`` and ``off``).
+        cache_budget: Bytes ``--cache auto`` may fill on this machine, all its ranks together
+            (None for ``ram`` and ``off``); each rank gets ``cache_budget_per_rank``.
         total_steps: Optimiser steps; a time budget re-plans them from the measured speed.
         warmup_steps: Steps of linear warm-up.
         peak_learning_rate: The learning rate after warm-up, scaled with the batch size.
@@ -113,6 +114,13 @@ class RunPlan:
     def world_size(self) -> int:
         """Processes in the whole job."""
         return self.processes.world_size
+
+    @property
+    def cache_budget_per_rank(self) -> int | None:
+        """This rank's part of the machine's cache budget: the ranks on it share it equally."""
+        if self.cache_budget is None:
+            return None
+        return self.cache_budget // self.context.local_world_size
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -309,7 +317,7 @@ def plan_run(*, config: PretrainConfig, progress: ProgressCallback = null_progre
         workers=workers,
         threads=threads,
         cache=config.cache,
-        cache_budget=cache_budget_bytes() if config.cache is CacheMode.auto else None,
+        cache_budget=machine_cache_budget_bytes() if config.cache is CacheMode.auto else None,
         total_steps=total_steps,
         warmup_steps=plan_warmup(
             total_steps=total_steps,
@@ -427,7 +435,15 @@ def plan_rows(plan: RunPlan, config: PretrainConfig) -> tuple[tuple[str, str, st
     augmentation = f"{plan.preset.value}, colour strength {plan.color_strength:g}"
     cache, cache_how = plan.cache.value, ""
     if plan.cache_budget is not None:
-        cache, cache_how = f"RAM up to {plan.cache_budget / 1e9:.1f} GB, else stream", "auto"
+        cache = f"RAM up to {plan.cache_budget / 1e9:.1f} GB per machine, else stream"
+        cache_how = "auto"
+    if plan.cache is not CacheMode.off and plan.world_size > 1:
+        # Each rank caches its own shard, so a machine holds every image at most once.
+        share = f"per rank 1/{plan.world_size} of the images"
+        per_rank = plan.cache_budget_per_rank
+        if per_rank is not None:
+            share += f", {per_rank / 1e9:.1f} GB"
+        cache_how = f"{cache_how}; {share}" if cache_how else share
     if config.time_budget is not None:
         steps_how = f"re-planned to fit {format_duration(config.time_budget)}"
     elif config.max_steps is not None:

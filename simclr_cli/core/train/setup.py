@@ -19,13 +19,14 @@ from .._runtime import seed_everything
 from ..augment.batched import BatchAugmenter
 from ..augment.crop_at_decode import CropAtDecode, view_seed
 from ..augment.eval import default_crop_fraction
+from ..choices import CacheMode
 from ..config import PretrainConfig
 from ..constants import DEFAULT_MEAN, DEFAULT_STD
 from ..data.loader import DataWaitGauge, TrainImageLoader
 from ..data.sampler import ResumableRandomSampler
 from ..data.shards import ShardEpochSampler, ShardIndex
 from ..distributed.batch_norm import prepare_model
-from ..distributed.collectives import average_across_ranks
+from ..distributed.collectives import average_across_ranks, sum_across_ranks
 from ..distributed.ranks import RankContext
 from ..model.simclr import SimCLRModel, create_simclr_model
 from ..progress import ProgressCallback
@@ -195,7 +196,7 @@ def build_data(
         batch_size=plan.batch_per_rank,
         workers=plan.workers,
         cache=plan.cache,
-        cache_budget=plan.cache_budget,
+        cache_budget=plan.cache_budget_per_rank,
         generator=generator,
         sampler=sampler,
         pin_memory=plan.device.type == "cuda",
@@ -217,10 +218,20 @@ class MetricsWindow:
         gauge: Measures the time the loop waits for batches.
         context: This rank's place in the job (the loss is averaged over the ranks).
         steps_per_epoch: Full batches in an epoch, for the fractional epoch of a record.
+        loader: With its cache on, records add ``cache_bytes``: the decoded images in the RAM
+            caches of all ranks together.
     """
 
-    def __init__(self, *, gauge: DataWaitGauge, context: RankContext, steps_per_epoch: int):
+    def __init__(
+        self,
+        *,
+        gauge: DataWaitGauge,
+        context: RankContext,
+        steps_per_epoch: int,
+        loader: TrainImageLoader | None = None,
+    ):
         self.gauge = gauge
+        self.loader = loader
         self.context = context
         self.steps_per_epoch = steps_per_epoch
         self.loss, self.steps, self.images = 0.0, 0, 0
@@ -236,7 +247,7 @@ class MetricsWindow:
     def record(
         self, *, step: int, lr: float, skipped: int, evaluation: dict[str, Any]
     ) -> dict[str, Any]:
-        """The window's record (loss, learning rate, speed, data wait), then a new window.
+        """The window's record (loss, learning rate, speed, data wait, cache), then a new window.
 
         Args:
             step: Steps done.
@@ -257,5 +268,8 @@ class MetricsWindow:
             "data_wait": round(self.gauge.take_seconds() / (now - self.started), 4),
             "skipped_images": skipped,
         }
+        if self.loader is not None and self.loader.mode is not CacheMode.off:
+            # Summed over the ranks: each caches only its shard, so this is the job's memory.
+            record["cache_bytes"] = sum_across_ranks(self.loader.cache_bytes, self.context)
         self.loss, self.steps, self.images, self.started = 0.0, 0, 0, now
         return record

@@ -1,7 +1,8 @@
-"""The training data pipeline: the RAM cache, streaming and the data-wait gauge."""
+"""The training data pipeline: the RAM cache (per rank shard), streaming, the data-wait gauge."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -10,11 +11,20 @@ import torch
 
 from simclr_cli.core.augment.crop_at_decode import CropAtDecode, view_seed
 from simclr_cli.core.augment.recipe import create_recipe
+from simclr_cli.core.data import loader as loader_module
 from simclr_cli.core.data.decode import decode_for_training
 from simclr_cli.core.data.index import FileIndex
-from simclr_cli.core.data.loader import DataWaitGauge, TrainImageLoader
+from simclr_cli.core.data.loader import (
+    DataWaitGauge,
+    TrainImageLoader,
+    cache_budget_bytes,
+    machine_cache_budget_bytes,
+)
 from simclr_cli.core.data.sampler import ResumableRandomSampler
+from simclr_cli.core.distributed.launcher import launch_pretrain
 from simclr_cli.core.progress import ProgressEvent
+from simclr_cli.core.train.loop import pretrain
+from tests.conftest import tiny_config
 from tests.core.data.test_crop_decode import textured_photo
 from tests.core.data.test_decode import smooth_photo
 
@@ -117,6 +127,149 @@ def test_train_image_loader__workers_get_the_paths_as_flat_arrays(tmp_path: Path
     assert list(dataset.paths) == paths
     images, skipped = collect(loader)
     assert sorted(images) == [0, 1, 2, 3] and skipped == 0
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every file the loader decodes (with no workers, decoding runs in this process)."""
+    decoded: list[Path] = []
+    real_decode = loader_module.decode_for_training
+
+    def counting_decode(path: Path, *, max_short_side: int) -> torch.Tensor:
+        decoded.append(Path(path))
+        return real_decode(path, max_short_side=max_short_side)
+
+    monkeypatch.setattr(loader_module, "decode_for_training", counting_decode)
+    return decoded
+
+
+def rank_loader(paths: list[Path], sampler: ResumableRandomSampler, cache: str) -> TrainImageLoader:
+    return TrainImageLoader(
+        paths,
+        image_size=32,
+        batch_size=3,
+        workers=0,
+        cache=cache,
+        generator=torch.Generator().manual_seed(0),
+        sampler=sampler,
+    )
+
+
+def test_train_image_loader__one_epoch_fills_the_cache_although_the_last_batch_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    decoded = count_decodes(monkeypatch)
+    paths = make_folder(tmp_path / "images", 11)
+    loader = rank_loader(paths, ResumableRandomSampler(11, seed=0), "ram")
+    first, _ = collect(loader)
+    # 3 batches of 3 are trained on; the 2 images left out are decoded after them, once.
+    assert len(first) == 9 and loader.cached
+    assert sorted(decoded) == sorted(paths)
+    for path in paths:
+        path.unlink()
+    loader.sampler.set_epoch(1)
+    second, _ = collect(loader)
+    assert len(second) == 9 and len(decoded) == 11
+
+
+@pytest.mark.parametrize("cache", ["ram", "auto"])
+def test_train_image_loader__each_rank_caches_its_shard_complete_after_one_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str
+):
+    decoded = count_decodes(monkeypatch)
+    paths = make_folder(tmp_path / "images", 11)
+    samplers = [ResumableRandomSampler(11, seed=1, rank=rank, world_size=2) for rank in (0, 1)]
+    loaders = [rank_loader(paths, sampler, cache) for sampler in samplers]
+    one_process = rank_loader(paths, ResumableRandomSampler(11, seed=1), "ram")
+    collect(one_process)
+    decoded.clear()
+    # Epoch 1: each rank trains on one batch of its 5 or 6 images and caches all of them.
+    shards = []
+    for loader in loaders:
+        before = len(decoded)
+        first, _ = collect(loader)
+        shards.append(set(decoded[before:]))
+        assert len(first) == 3 and loader.cached
+        assert shards[-1] == {paths[i] for i in loader.sampler.shard()}
+    # Together the ranks decoded every image once and hold the data set once.
+    assert len(decoded) == 11 and set(decoded) == set(paths)
+    assert sum(loader.cache_bytes for loader in loaders) == one_process.cache_bytes
+    # Later epochs read no file.
+    for path in paths:
+        path.unlink()
+    for epoch in (1, 2):
+        for loader in loaders:
+            loader.sampler.set_epoch(epoch)
+            images, _ = collect(loader)
+            assert len(images) == 3
+    assert len(decoded) == 11
+
+
+def test_train_image_loader__resumed_epoch_completes_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    decoded = count_decodes(monkeypatch)
+    paths = make_folder(tmp_path / "images", 12)
+    sampler = ResumableRandomSampler(12, seed=2, rank=1, world_size=2)
+    loader = rank_loader(paths, sampler, "ram")
+    sampler.resume_at(4, 3)  # The first batch of epoch 4 was trained on before the stop.
+    sampler.set_epoch(4)
+    images, _ = collect(loader)
+    assert sorted(images) == sorted(sampler.order(4)[3:])
+    assert loader.cached and sorted(decoded) == sorted(paths[i] for i in sampler.shard())
+
+
+def test_cache_budget_bytes__the_machine_budget_is_shared_by_its_ranks(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.delenv("SIMCLR_CACHE_BUDGET", raising=False)
+    monkeypatch.setattr(loader_module, "available_memory_bytes", lambda: 8_000_000_000)
+    assert machine_cache_budget_bytes() == 4_000_000_000
+    assert cache_budget_bytes() == 4_000_000_000
+    assert cache_budget_bytes(local_world_size=4) == 1_000_000_000
+    monkeypatch.setenv("SIMCLR_CACHE_BUDGET", "3e9")
+    assert cache_budget_bytes(local_world_size=2) == 1_500_000_000
+    monkeypatch.setattr(loader_module, "available_memory_bytes", lambda: None)
+    monkeypatch.delenv("SIMCLR_CACHE_BUDGET")
+    assert cache_budget_bytes(local_world_size=2) == 1024**3
+
+
+def _pretrain_counting_decodes(*, config, progress):
+    """A rank that pretrains and writes the files it decoded to ``decoded-RANK.txt``."""
+    import os
+
+    decoded: list[str] = []
+    real_decode = loader_module.decode_for_training
+
+    def counting_decode(path: Path, *, max_short_side: int) -> torch.Tensor:
+        decoded.append(str(path))
+        return real_decode(path, max_short_side=max_short_side)
+
+    loader_module.decode_for_training = counting_decode  # A fresh process: nothing to restore.
+    result = pretrain(config=config, progress=progress)
+    rank = os.environ["RANK"]
+    (Path(config.out).parent / f"decoded-{rank}.txt").write_text("\n".join(decoded))
+    return result
+
+
+@pytest.mark.slow
+def test_pretrain__two_ranks_decode_each_image_once_over_three_epochs(
+    shapes_dir: Path, tmp_path: Path
+):
+    # 24 images, 4 per rank and step: 3 steps per epoch, 9 steps are 3 epochs.
+    config = tiny_config(shapes_dir, tmp_path / "run", max_steps=9, cache="ram")
+    result = launch_pretrain(
+        _pretrain_counting_decodes, config=config, progress=lambda event: None, processes=2
+    )
+    assert result.steps == 9
+    decoded = [(tmp_path / f"decoded-{rank}.txt").read_text().splitlines() for rank in (0, 1)]
+    # Each rank decoded its half once, in epoch 1; epochs 2 and 3 came from RAM.
+    assert [len(files) for files in decoded] == [12, 12]
+    assert len(set(decoded[0] + decoded[1])) == 24
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    one_image = 3 * 32 * 32
+    assert records[-1]["cache_bytes"] == 24 * one_image
 
 
 def test_data_wait_gauge__measures_waiting_and_hints_once(monkeypatch: pytest.MonkeyPatch):

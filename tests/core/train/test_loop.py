@@ -41,6 +41,7 @@ def test_pretrain__writes_model_metrics_and_config(shapes_dir: Path, tmp_path: P
         "images_per_second",
         "data_wait",
         "skipped_images",
+        "cache_bytes",
     }
     assert all(0.0 <= line["data_wait"] <= 1.0 for line in lines)
     assert lines[0]["loss"] > 0

@@ -12,6 +12,7 @@ import torch
 from simclr_cli.core._runtime import resolve_precision
 from simclr_cli.core._threads import default_workers
 from simclr_cli.core.choices import CacheMode, Precision, Preset, Stem
+from simclr_cli.core.data import loader as loader_module
 from simclr_cli.core.data.files import find_images
 from simclr_cli.core.data.index import FileIndex
 from simclr_cli.core.errors import ConfigError, DataError
@@ -182,6 +183,28 @@ def test_plan_run__cpu_ranks_share_the_cores_and_the_workers(
     assert plan.workers == 2  # Half of the 8 cores, shared by the 2 ranks.
     # An explicit --workers is each rank's own.
     assert plan_run(config=tiny_config(shapes_dir, tmp_path / "run", workers=3)).workers == 3
+
+
+def test_plan_run__ranks_share_the_machine_cache_budget(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    environment = {"RANK": "0", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
+    for name, value in {**environment, "MASTER_ADDR": "localhost"}.items():
+        monkeypatch.setenv(name, value)  # Two machines of two ranks.
+    monkeypatch.delenv("SIMCLR_CACHE_BUDGET", raising=False)
+    monkeypatch.setattr(loader_module, "available_memory_bytes", lambda: 12_000_000_000)
+    config = tiny_config(shapes_dir, tmp_path / "run", device="cpu")
+    plan = plan_run(config=config)
+    # Half of this machine's free memory, shared by its two ranks.
+    assert plan.cache_budget == 6_000_000_000 and plan.cache_budget_per_rank == 3_000_000_000
+    rows = {setting: (value, how) for setting, value, how in plan_rows(plan, config)}
+    assert rows["cache"] == (
+        "RAM up to 6.0 GB per machine, else stream",
+        "auto; per rank 1/4 of the images, 3.0 GB",
+    )
+    ram = tiny_config(shapes_dir, tmp_path / "run", device="cpu", cache="ram")
+    rows = {setting: (value, how) for setting, value, how in plan_rows(plan_run(config=ram), ram)}
+    assert rows["cache"] == ("ram", "per rank 1/4 of the images")
 
 
 def test_plan_run__flags_are_checked_before_the_data(tmp_path: Path):
