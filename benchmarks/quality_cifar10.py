@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -192,6 +193,7 @@ def main() -> None:
         help="more flags for our pretrain (for smoke tests), e.g. '--workers 0'",
     )
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--save-model", type=Path, help="keep our model.safetensors here")
     parser.add_argument(
         "--lightly-worker", nargs=2, metavar=("SUBSET", "OUT"), help=argparse.SUPPRESS
     )
@@ -228,6 +230,8 @@ def main() -> None:
         ours_wall, ours_out = timed(ours_command, work / "ours.log")
         print(f"ours: {ours_wall:.0f}s · {ours_out.strip()}", flush=True)
         ours = load_model(work / "ours" / "model.safetensors")
+        if args.save_model is not None:
+            shutil.copyfile(work / "ours" / "model.safetensors", args.save_model)
         rows.append(
             (
                 "simclr (ours)",

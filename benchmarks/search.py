@@ -250,7 +250,11 @@ def speed(rows: int, queries: int, dimension: int, top_k: int, seed: int) -> lis
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="model.safetensors; without it, speed only")
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/datasets/cifar10/train"))
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" / "train",
+    )
     parser.add_argument("--images", type=int, default=10_000, help="images sampled from --data")
     parser.add_argument("--planted", type=int, default=1_000, help="altered copies planted")
     parser.add_argument("--speed-rows", type=int, default=1_000_000)
