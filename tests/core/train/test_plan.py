@@ -218,7 +218,11 @@ def test_plan_run__flags_are_checked_before_the_data(tmp_path: Path):
         plan_run(config=tiny_config(missing, tmp_path / "run"))
 
 
-def test_pretrain__plan_is_the_first_event_and_saved_under_plan(shapes_dir: Path, tmp_path: Path):
+def test_pretrain__plan_is_the_first_event_and_saved_under_plan(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # A cache folder of its own: no speed setting measured by another test is found.
+    monkeypatch.setenv("SIMCLR_CACHE_DIR", str(tmp_path / "cache"))
     events: list[ProgressEvent] = []
     config = tiny_config(shapes_dir, tmp_path / "run", max_steps=3)
     pretrain(config=config, progress=events.append)
