@@ -5,8 +5,8 @@ fastest depends on the CPU: on an AVX512-BF16 machine bf16 autocast with channel
 resnet18 step 1.4x faster than fp32, on an AVX2 machine bf16 is emulated (more than 10x slower)
 while fp32 with channels-last was 1.19x faster than fp32 in NCHW (benchmarks/RESULTS.md). So a run
 long enough to repay it measures the candidates: a few training steps of each on a copy of the
-real model at the run's image size, on a fixed random batch (forward, NT-Xent, backward and an SGD
-update). The fastest wins; bf16 only where it is faster *and* its losses over those steps follow
+real model at the run's image size and batch, on a fixed random batch (forward, NT-Xent,
+backward and an SGD update). The fastest wins; bf16 only where it is faster *and* its losses over those steps follow
 fp32's. A candidate whose single convolution is already far slower than fp32 (emulated bf16) is
 screened out before it costs a whole step.
 
@@ -38,17 +38,21 @@ from ..choices import Precision
 from ..loss.nt_xent import nt_xent_loss
 
 #: Training steps timed per candidate, after one untimed warm-up step.
-CALIBRATION_STEPS = 3
-#: Pixels of the calibration batch (both views): 64 views of 32 px; larger images use fewer views.
-CALIBRATION_PIXELS = 64 * 32 * 32
+CALIBRATION_STEPS = 2
+#: Most pixels of a calibration batch (both views): the run's own batch up to 512 views of 32 px
+#: (a batch of 256 at 32 px). The winner depends on the batch: measured here (AVX2 CPU, resnet18,
+#: 32 px) channels-last was 16% slower at 64 views and 8% faster at 512; larger images use fewer
+#: views, so that a calibration step costs about what a 32 px step of 256 images does.
+CALIBRATION_PIXELS = 512 * 32 * 32
 #: Fewest views of a calibration step (batch norm needs more than one per channel).
 MIN_CALIBRATION_VIEWS = 4
 #: A candidate is screened out when one convolution takes this many times as long as in fp32.
 SCREEN_SLOWDOWN = 2.0
 #: bf16's losses over the calibration steps must stay within this share of fp32's.
 LOSS_TOLERANCE = 0.02
-#: Runs shorter than this (a time budget, or the estimate of the run) are not calibrated.
-MIN_RUN_SECONDS = 120.0
+#: Runs with a shorter time budget are not calibrated: the measurement (6 steps of the run's
+#: own size, about 17 s for resnet18 at 32 px on a 2-core AVX2 CPU) would cost more than it saves.
+MIN_RUN_SECONDS = 240.0
 #: Version of the cached records; a change of the procedure makes old records stale.
 CACHE_VERSION = 1
 
@@ -94,9 +98,10 @@ class Calibration:
         return table
 
 
-def calibration_views(image_size: int) -> int:
-    """Views of a calibration step: ``CALIBRATION_PIXELS`` worth, an even number, at least 4."""
-    views = CALIBRATION_PIXELS // (image_size * image_size)
+def calibration_views(image_size: int, batch_per_rank: int) -> int:
+    """Views of a calibration step: the run's own (2 per image), at most ``CALIBRATION_PIXELS``
+    worth, an even number, at least ``MIN_CALIBRATION_VIEWS``."""
+    views = min(2 * batch_per_rank, CALIBRATION_PIXELS // (image_size * image_size))
     return max(MIN_CALIBRATION_VIEWS, views - views % 2)
 
 
@@ -251,6 +256,7 @@ def calibrate(
     precision: Precision,
     channels_last: bool | None,
     image_size: int,
+    batch_per_rank: int,
     temperature: float,
     seed: int = 0,
     screen: Callable[[], str | None] = screen_bf16,
@@ -266,6 +272,8 @@ def calibrate(
         precision: ``--precision`` (``auto`` measures fp32 and bf16).
         channels_last: ``SIMCLR_CHANNELS_LAST`` (None measures both memory formats).
         image_size: Side of the training views.
+        batch_per_rank: Images of a step in this process (the calibration batch is as big, up to
+            ``CALIBRATION_PIXELS``).
         temperature: NT-Xent temperature.
         seed: Seed of the random calibration batch.
         screen: Says why bf16 is not worth measuring, or None (a parameter for tests).
@@ -284,7 +292,7 @@ def calibrate(
                 if setting.precision is Precision.bf16:
                     rejected[setting.label] = reason
             settings = [s for s in settings if s.precision is not Precision.bf16]
-    count = calibration_views(image_size)
+    count = calibration_views(image_size, batch_per_rank)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         views = torch.randn(count, 3, image_size, image_size)
@@ -316,6 +324,7 @@ def plan_speed(
     rule: SpeedSetting,
     model_shape: dict[str, Any],
     image_size: int,
+    batch_per_rank: int,
     temperature: float,
     threads: int,
     world_size: int,
@@ -332,6 +341,7 @@ def plan_speed(
         rule: What the rules of ``_runtime`` chose: kept where nothing is measured.
         model_shape: What decides the step's cost besides the machine (backbone, stem, sizes).
         image_size: Side of the training views.
+        batch_per_rank: Images of a step in this process.
         temperature: NT-Xent temperature.
         threads: Intra-op threads of the run.
         world_size: Processes of the job; with several, each reads the cache but none measures
@@ -351,7 +361,8 @@ def plan_speed(
     # The candidates (what the flags leave open) are part of the key: a record answers only the
     # question it measured.
     shape = {**model_shape, "precision": precision.value, "channels_last": forced_layout}
-    key = machine_key(model_shape=shape, threads=threads, views=calibration_views(image_size))
+    views = calibration_views(image_size, batch_per_rank)
+    key = machine_key(model_shape=shape, threads=threads, views=views)
     cached = read_cached(key)
     if cached is not None:
         return cached
@@ -365,6 +376,7 @@ def plan_speed(
         precision=precision,
         channels_last=forced_layout,
         image_size=image_size,
+        batch_per_rank=batch_per_rank,
         temperature=temperature,
     )
     write_cached(key, calibration)

@@ -100,6 +100,7 @@ def choose_speed(config: PretrainConfig, plan: RunPlan, model: SimCLRModel) -> R
             "head_output_dim": config.head_output_dim,
         },
         image_size=config.image_size,
+        batch_per_rank=plan.batch_per_rank,
         temperature=config.temperature,
         threads=plan.threads,
         world_size=plan.world_size,

@@ -46,9 +46,11 @@ def test_candidates__flags_narrow_what_is_measured():
 
 
 def test_calibration_views__fewer_views_for_larger_images():
-    assert calibration_views(32) == 64
-    assert calibration_views(224) == 4
-    assert calibration_views(64) % 2 == 0
+    # The run's own batch (two views an image), up to 512 views of 32 px worth of pixels.
+    assert calibration_views(32, 256) == 512
+    assert calibration_views(32, 16) == 32
+    assert calibration_views(224, 256) == 10
+    assert calibration_views(1024, 256) == 4
 
 
 def test_calibrate__fastest_setting_wins():
@@ -58,6 +60,7 @@ def test_calibrate__fastest_setting_wins():
         precision=Precision.auto,
         channels_last=None,
         image_size=16,
+        batch_per_rank=4,
         temperature=0.1,
         screen=lambda: None,
         measure=_fake_measure(seconds, {}),
@@ -75,6 +78,7 @@ def test_calibrate__bf16_whose_losses_drift_is_not_chosen():
         precision=Precision.auto,
         channels_last=None,
         image_size=16,
+        batch_per_rank=4,
         temperature=0.1,
         screen=lambda: None,
         measure=_fake_measure(seconds, losses),
@@ -95,6 +99,7 @@ def test_calibrate__screened_bf16_is_never_run():
         precision=Precision.auto,
         channels_last=None,
         image_size=16,
+        batch_per_rank=4,
         temperature=0.1,
         screen=lambda: "emulated",
         measure=measure,
@@ -109,7 +114,14 @@ def test_calibrate__leaves_the_model_and_the_random_state_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    calibrate(model, precision=Precision.fp32, channels_last=False, image_size=16, temperature=0.1)
+    calibrate(
+        model,
+        precision=Precision.fp32,
+        channels_last=False,
+        image_size=16,
+        batch_per_rank=4,
+        temperature=0.1,
+    )
     assert torch.equal(torch.rand(3), expected)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
@@ -138,6 +150,7 @@ def _plan_speed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes):
         "rule": FP32,
         "model_shape": {"backbone": "test_resnet", "image_size": 16},
         "image_size": 16,
+        "batch_per_rank": 4,
         "temperature": 0.1,
         "threads": 2,
         "world_size": 1,
@@ -190,6 +203,7 @@ def test_plan_speed__forced_flags_skip_the_measurement(
         rule=FP32,
         model_shape={},
         image_size=16,
+        batch_per_rank=4,
         temperature=0.1,
         threads=2,
         world_size=1,
