@@ -6,9 +6,9 @@ resnet18 step 1.4x faster than fp32, on an AVX2 machine bf16 is emulated (more t
 while fp32 with channels-last was 1.19x faster than fp32 in NCHW (benchmarks/RESULTS.md). So a run
 long enough to repay it measures the candidates: a few training steps of each on a copy of the
 real model at the run's image size and batch, on a fixed random batch (forward, NT-Xent,
-backward and an SGD update). The fastest wins; bf16 only where it is faster *and* its losses over those steps follow
-fp32's. A candidate whose single convolution is already far slower than fp32 (emulated bf16) is
-screened out before it costs a whole step.
+backward and an SGD update). The fastest wins; bf16 only where it is faster *and* its losses over
+those steps follow fp32's. A candidate whose single convolution is already far slower than fp32
+(emulated bf16) is screened out before it costs a whole step.
 
 The choice is cached per machine and model shape in the cache folder (``SIMCLR_CACHE_DIR``), so
 later runs skip the measurement. ``--precision`` and ``SIMCLR_CHANNELS_LAST`` force a choice; on
