@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ..core.augment.recipe import CIFAR_PRESET_MAX_SIZE, DEFAULT_COLOR_STRENGTH
 from ..core.choices import BadImagePolicy, DeviceName, Preset
 from ..core.constants import COLOR_STRENGTH_RANGE, SMALL_IMAGE_SIZE
 from ..core.data.checks import BadImage, describe_bad_images, display_path
+from . import _console
 
 # Help phrases that quote the augmentation recipe, so the help cannot drift from it.
 #: "in [0, 2.5]": the colour strengths the recipe accepts.
@@ -124,3 +126,11 @@ def skipped_line(skipped: Sequence[BadImage], listed: Path | None) -> str:
     if listed is not None:
         return f"{count} (listed in {display_path(listed)})"
     return f"{count}: {describe_bad_images(skipped)} (--skipped FILE lists them all)"
+
+
+def print_skipped(skipped: Sequence[BadImage], listed: Path | None) -> None:
+    """Say on stderr, in one yellow line, which files were left out (nothing when none were)."""
+    if skipped:
+        _console.stderr.print(
+            f"[yellow]{escape(skipped_line(skipped, listed))}[/]", highlight=False, soft_wrap=True
+        )

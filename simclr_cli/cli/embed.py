@@ -30,7 +30,7 @@ from ._options import (
     SkippedOption,
     WorkersOption,
     default_of,
-    skipped_line,
+    print_skipped,
 )
 from ._progress import create_progress
 
@@ -167,12 +167,7 @@ def embed_command(
         }
         sys.stdout.write(json.dumps(document) + "\n")
         return
-    if result.skipped:
-        _console.stderr.print(
-            f"[yellow]{escape(skipped_line(result.skipped, skipped))}[/]",
-            highlight=False,
-            soft_wrap=True,
-        )
+    print_skipped(result.skipped, skipped)
     if output is not None:
         resumed = f" · {result.resumed_rows} kept from before" if result.resumed_rows else ""
         _console.stdout.print(

@@ -23,7 +23,7 @@ from ._options import (
     QuietOption,
     SkippedOption,
     default_of,
-    skipped_line,
+    print_skipped,
 )
 from ._progress import create_progress
 
@@ -110,12 +110,7 @@ def predict_command(
         }
         sys.stdout.write(json.dumps(document) + "\n")
         return
-    if result.skipped:
-        _console.stderr.print(
-            f"[yellow]{escape(skipped_line(result.skipped, skipped))}[/]",
-            highlight=False,
-            soft_wrap=True,
-        )
+    print_skipped(result.skipped, skipped)
     if output is not None:
         _console.stdout.print(
             f"Wrote top-{result.top_k} predictions of {len(result.paths)} images to "

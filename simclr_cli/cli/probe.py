@@ -28,7 +28,7 @@ from ._options import (
     ValFractionOption,
     WorkersOption,
     default_of,
-    skipped_line,
+    print_skipped,
 )
 from ._progress import create_progress
 
@@ -146,12 +146,8 @@ def probe_command(
     )
     with create_progress(quiet=quiet or as_json) as progress:
         result = probe(config=config, progress=progress)
-    if result.skipped and not as_json:
-        _console.stderr.print(
-            f"[yellow]{escape(skipped_line(result.skipped, skipped))}[/]",
-            highlight=False,
-            soft_wrap=True,
-        )
+    if not as_json:
+        print_skipped(result.skipped, skipped)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
     elif quiet:

@@ -145,6 +145,11 @@ class FeatureBatch:
     consumed: int
 
 
+def embedding_network(model: SimCLRModel, *, projection: bool) -> nn.Module:
+    """The network whose outputs are the embeddings: the backbone, or backbone and head."""
+    return nn.Sequential(model.backbone, model.head) if projection else model.backbone
+
+
 def iterate_features(
     network: nn.Module,
     paths: Sequence[ImageSource],
@@ -422,7 +427,7 @@ def embed_images(
         DataError: For a file that cannot be decoded, a folder, or a tensor of the wrong shape,
             type or range; raised before any compute.
     """
-    network = nn.Sequential(model.backbone, model.head) if projection else model.backbone
+    network = embedding_network(model, projection=projection)
     device = next(model.parameters()).device
     items = _as_image_list(images)
     # Check (and for files, decode) everything up front so that a bad image is reported before
@@ -537,7 +542,7 @@ def _embed_with_config(
         raise refusal(missing[0])
     device = resolve_device(config.device)
     model = load_model(config.model, device=device)
-    network = nn.Sequential(model.backbone, model.head) if config.projection else model.backbone
+    network = embedding_network(model, projection=config.projection)
     dim = _output_dim(model, config.projection)
     workers = config.workers
     if workers is None:

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch import nn
 
 from ..._version import __version__
 from .._io import atomic_write, prepare_output
@@ -34,7 +33,7 @@ from ..choices import EmbeddingDtype
 from ..config import IndexConfig
 from ..data.files import collect_inputs
 from ..errors import ImageDecodeError, RunFolderError, SearchIndexError
-from ..eval.embed import extract_features
+from ..eval.embed import embedding_network, extract_features
 from ..model.files import load_model, read_header
 from ..model.info import file_sha256
 from ..model.simclr import SimCLRModel
@@ -187,11 +186,6 @@ def normalize_rows(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float32)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return rows / np.maximum(norms, 1e-12)
-
-
-def embedding_network(model: SimCLRModel, *, projection: bool) -> nn.Module:
-    """The network whose outputs are indexed: the backbone, or backbone and head."""
-    return nn.Sequential(model.backbone, model.head) if projection else model.backbone
 
 
 def embed_files(
