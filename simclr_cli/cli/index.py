@@ -21,6 +21,7 @@ from ._options import (
     ModelArgument,
     QuietOption,
     default_of,
+    print_skipped,
 )
 from ._progress import create_progress
 
@@ -110,6 +111,7 @@ def index_command(
     if as_json:
         sys.stdout.write(json.dumps(build_document(build)) + "\n")
         return
+    print_skipped(build.skipped, None)
     index = build.index
     detail = f"{build.embedded} embedded"
     if update:

@@ -55,3 +55,26 @@ def test_index__not_an_image_is_one_line_error(trained_model: Path, tmp_path: Pa
     )
     assert result.exit_code == 1 and "not an image file" in result.output
     assert not (tmp_path / "i" / "index.json").exists()
+
+
+def test_index__unreadable_file_in_a_folder_is_skipped_and_listed(
+    trained_model: Path, shapes_dir: Path, tmp_path: Path
+):
+    folder = tmp_path / "photos"
+    shutil.copytree(shapes_dir / "circle", folder)
+    (folder / "broken.jpg").write_text("text")
+    result = runner.invoke(
+        app, ["index", str(trained_model), str(folder), "--out", str(tmp_path / "i")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable file skipped" in result.output and "broken.jpg" in result.output
+    assert "Indexed 8 images" in result.output
+
+
+def test_index__wrong_model_file_is_reported_before_the_images(tmp_path: Path):
+    (tmp_path / "broken.jpg").write_text("text")
+    fake = tmp_path / "fake.safetensors"
+    fake.write_text("not a model")
+    result = runner.invoke(app, ["index", str(fake), str(tmp_path), "--out", str(tmp_path / "i")])
+    assert result.exit_code == 1
+    assert "broken.jpg" not in result.output and "fake.safetensors" in result.output

@@ -31,8 +31,9 @@ from .._io import atomic_write, prepare_output
 from .._runtime import resolve_device
 from ..choices import EmbeddingDtype
 from ..config import IndexConfig
+from ..data.checks import BadImage, bad_image, describe_bad_images
 from ..data.files import collect_inputs
-from ..errors import ImageDecodeError, RunFolderError, SearchIndexError
+from ..errors import DataError, ImageDecodeError, RunFolderError, SearchIndexError
 from ..eval.embed import embedding_network, extract_features
 from ..model.files import load_model, read_header
 from ..model.info import file_sha256
@@ -129,12 +130,14 @@ class IndexBuild:
         embedded: Images embedded now.
         kept: Rows kept from the previous index (``--update``).
         dropped: Rows of the previous index whose files are gone or changed.
+        skipped: Files left out because they are not readable images.
     """
 
     index: SearchIndex
     embedded: int
     kept: int
     dropped: int
+    skipped: list[BadImage] = field(default_factory=list)
 
 
 def collect_image_paths(inputs: Sequence[Path]) -> list[Path]:
@@ -452,10 +455,23 @@ def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progre
     config.validate()
     previous = _check_out(config)
     paths = collect_image_paths(config.inputs)
-    records = [describe_file(path) for path in paths]
+    # The model first: a wrong model file is the one line, whatever the images are.
     device = resolve_device(config.device)
     model = load_model(config.model, device=device)
     digest = file_sha256(config.model)
+    # In a big collection some file is always unreadable: it is left out and listed.
+    records: list[ImageRecord] = []
+    skipped: list[BadImage] = []
+    for path in paths:
+        try:
+            records.append(describe_file(path))
+        except ImageDecodeError as error:
+            skipped.append(bad_image(error))
+    if not records:
+        raise DataError(
+            f"none of the {len(paths)} images could be read ({describe_bad_images(skipped)}); "
+            f"check the files"
+        )
     dtype = config.dtype
     kept_rows: dict[str, int] = {}
     if previous is not None:
@@ -518,4 +534,10 @@ def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progre
         faiss_min_images=config.faiss_min_images,
     )
     dropped = 0 if previous is None else len(previous) - len(kept_rows)
-    return IndexBuild(index=index, embedded=len(missing), kept=len(kept_rows), dropped=dropped)
+    return IndexBuild(
+        index=index,
+        embedded=len(missing),
+        kept=len(kept_rows),
+        dropped=dropped,
+        skipped=skipped,
+    )

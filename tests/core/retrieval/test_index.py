@@ -14,7 +14,7 @@ from PIL import Image
 from simclr_cli.core.config import IndexConfig
 from simclr_cli.core.errors import (
     ConfigError,
-    ImageDecodeError,
+    DataError,
     RunFolderError,
     SearchIndexError,
 )
@@ -134,11 +134,22 @@ def test_build_index__update_and_force_together_is_a_usage_error(trained_model, 
         build_index(config=config)
 
 
-def test_build_index__bad_image_writes_nothing(trained_model, images, tmp_path):
+def test_build_index__bad_image_is_skipped_and_listed(trained_model, images, tmp_path):
+    # As `embed` does: in a big collection some file is always unreadable.
     (images / "broken.png").write_bytes(b"not a png")
+    build = build_index(
+        config=IndexConfig(model=trained_model, inputs=[images], out=tmp_path / "ix")
+    )
+    assert [Path(bad.path).name for bad in build.skipped] == ["broken.png"]
+    assert len(build.index) == 6 and build.embedded == 6
+
+
+def test_build_index__no_readable_image_writes_nothing(trained_model, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "ix"
-    with pytest.raises(ImageDecodeError, match=r"broken\.png"):
-        build_index(config=IndexConfig(model=trained_model, inputs=[images], out=out))
+    with pytest.raises(DataError, match=r"none of the 1 images could be read .*broken\.png"):
+        config = IndexConfig(model=trained_model, inputs=[tmp_path / "broken.png"], out=out)
+        build_index(config=config)
     assert not out.exists() or not any(out.iterdir())
 
 
