@@ -253,8 +253,11 @@ def extract_features(
         device=device,
         progress=progress,
         task=task,
-        on_bad_image=BadImagePolicy.fail,
     )
+    if kept.bad:
+        # Callers of this function have no --on-bad-image to suggest: the file's own fix only.
+        first = kept.bad[0]
+        raise ImageDecodeError(display_path(first.path), first.reason, fix=first.fix)
     return kept.features
 
 
