@@ -217,12 +217,13 @@ def test_pretrain__two_ranks_stop_together_within_the_time_budget(
         cpu_processes=2,
         max_steps=None,
         epochs=1000,
-        time_budget=12.0,
+        # Room for a few steps after start-up, the first checkpoint and the planned exit.
+        time_budget=20.0,
         accumulate=2,
         log_every=1000,
     )
     result = pretrain(config=config)
-    assert result.total_seconds <= 12.0
+    assert result.total_seconds <= 20.0
     # The plan replaced the 3,000 steps of 1000 epochs with what fits, at least the first few.
     assert 3 <= result.steps < 3000
     metadata = load_model(result.model_path).metadata
