@@ -9,12 +9,18 @@ user would write: a ``Dataset`` of ``Image.open(path).convert("RGB")`` and the t
 The two alternate (A B A B ...); the figure is the median images/s of each and their ratio
 (the goal of issue 15: at least 0.9).
 
+``--against index`` times ``simclr index`` (``build_index``: header scan, embedding, float16
+rows, paths and index.json written) instead of the plain loop, alternating with ``embed`` on the
+same files (the goal of issue 17: index at least 0.9x the images/s of embed).
+
 Sources are synthetic photos (smooth colour fields with edges) at ``--source-size`` px, or the
 JPEGs of ``--data``. The model is a freshly initialised SimCLR model of ``--backbone`` (the
 weights do not change the speed).
 
     flock /tmp/simclr_bench.lock python benchmarks/embed_speed.py --images 2000 --rounds 3
     python benchmarks/embed_speed.py --images 64 --rounds 1 --backbone test_resnet   # smoke run
+    python benchmarks/embed_speed.py --data ../shared/datasets/cifar10 --images 50000 \
+        --image-size 32 --rounds 2 --against index
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from simclr_cli.core._threads import default_workers
-from simclr_cli.core.config import EmbedConfig
+from simclr_cli.core.config import EmbedConfig, IndexConfig
 from simclr_cli.core.eval.embed import embed, eval_transform_for
 from simclr_cli.core.model.files import load_model, save_model
 from simclr_cli.core.model.simclr import create_simclr_model
+from simclr_cli.core.retrieval.index import build_index
 
 
 def make_photos(folder: Path, count: int, side: int, seed: int = 0) -> list[Path]:
@@ -103,6 +110,23 @@ def time_embed(model_path: Path, folder: Path, out: Path, *, batch: int, workers
     return len(result.paths) / (time.perf_counter() - started)
 
 
+def time_index(model_path: Path, folder: Path, out: Path, *, batch: int, workers: int) -> float:
+    """Images/s of ``index`` into a fresh folder, model loading and the header scan included."""
+    started = time.perf_counter()
+    build = build_index(
+        config=IndexConfig(
+            model=model_path,
+            inputs=[folder],
+            out=out,
+            force=True,
+            batch_size=batch,
+            workers=workers,
+            faiss_min_images=0,
+        )
+    )
+    return len(build.index) / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -113,6 +137,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--against",
+        choices=("plain", "index"),
+        default="plain",
+        help="what embed is compared with: a plain timm loop, or simclr index",
+    )
     arguments = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="embed_speed_") as temporary:
@@ -134,14 +164,24 @@ def main() -> None:
         embed_speeds, plain_speeds = [], []
         for round_index in range(arguments.rounds):
             embed_speeds.append(time_embed(model_path, folder, root / "a.npy", **common))
-            plain_speeds.append(time_plain(model_path, paths, root / "b.npy", **common))
+            if arguments.against == "index":
+                plain_speeds.append(time_index(model_path, folder, root / "ix", **common))
+            else:
+                plain_speeds.append(time_plain(model_path, paths, root / "b.npy", **common))
             print(
                 f"round {round_index + 1}: embed {embed_speeds[-1]:.1f} img/s, "
-                f"plain timm loop {plain_speeds[-1]:.1f} img/s",
+                f"{arguments.against} {plain_speeds[-1]:.1f} img/s",
                 flush=True,
             )
-        first, second = np.load(root / "a.npy"), np.load(root / "b.npy")
-        agree = bool(np.allclose(first, second, rtol=1e-4, atol=1e-4))
+        first = np.load(root / "a.npy")
+        if arguments.against == "index":
+            # The index stores unit rows in float16 (in its own path order).
+            second = np.load(root / "ix" / "embeddings.npy").astype(np.float32)
+            first = first / np.linalg.norm(first, axis=1, keepdims=True)
+            agree = bool(np.allclose(np.sort(first.sum(1)), np.sort(second.sum(1)), atol=5e-2))
+        else:
+            second = np.load(root / "b.npy")
+            agree = bool(np.allclose(first, second, rtol=1e-4, atol=1e-4))
     embed_median = statistics.median(embed_speeds)
     plain_median = statistics.median(plain_speeds)
     summary = {
@@ -152,7 +192,7 @@ def main() -> None:
         "batch_size": arguments.batch_size,
         "workers": arguments.workers,
         "embed_images_per_second": round(embed_median, 1),
-        "plain_images_per_second": round(plain_median, 1),
+        f"{arguments.against}_images_per_second": round(plain_median, 1),
         "ratio": round(embed_median / plain_median, 3),
         "same_rows": agree,
     }

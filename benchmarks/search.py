@@ -99,7 +99,14 @@ def plant(sample: list[Path], count: int, folder: Path, seed: int) -> list[tuple
 
 
 def duplicate_quality(
-    model: Path, data: Path, *, images: int, planted: int, seed: int, work: Path
+    model: Path,
+    data: Path,
+    *,
+    images: int,
+    planted: int,
+    seed: int,
+    work: Path,
+    flip_invariant: bool = False,
 ) -> tuple[list[str], list[tuple[Path, int]]]:
     """Precision and recall of the planted pairs per threshold; returns table lines."""
     paths, labels, _ = find_labeled_images(data)
@@ -115,6 +122,7 @@ def duplicate_quality(
             out=work / "index",
             force=True,
             faiss_min_images=0,
+            flip_invariant=flip_invariant,
         )
     )
     seconds = time.perf_counter() - start
@@ -131,8 +139,9 @@ def duplicate_quality(
     first, second, value, _, _ = similar_pairs(index.embeddings, threshold=min(THRESHOLDS))
     lines = [
         f"Planted duplicates: {len(sample)} images of {data} + {len(copies)} altered copies "
-        f"({', '.join(ALTERATIONS)}), model {model}; indexed at {len(index) / seconds:.0f} "
-        "images/s",
+        f"({', '.join(ALTERATIONS)}), model {model}"
+        f"{', --flip-invariant' if flip_invariant else ''}; indexed at "
+        f"{len(index) / seconds:.0f} images/s",
         "",
         "| threshold | pairs found | precision | recall | "
         + " | ".join(f"recall {k}" for k in ALTERATIONS)
@@ -262,19 +271,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dimension", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument(
+        "--flip-invariant",
+        choices=("off", "on", "both"),
+        default="both",
+        help="index the planted set with `--flip-invariant`, without, or both (two tables)",
+    )
     arguments = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="simclr-search-bench-") as folder:
         work = Path(folder)
         if arguments.model is not None:
-            lines, sample = duplicate_quality(
-                arguments.model,
-                arguments.data,
-                images=arguments.images,
-                planted=arguments.planted,
-                seed=arguments.seed,
-                work=work,
-            )
-            print("\n".join(lines) + "\n")
+            variants = {"off": (False,), "on": (True,), "both": (False, True)}
+            for flip_invariant in variants[arguments.flip_invariant]:
+                lines, sample = duplicate_quality(
+                    arguments.model,
+                    arguments.data,
+                    images=arguments.images,
+                    planted=arguments.planted,
+                    seed=arguments.seed,
+                    work=work,
+                    flip_invariant=flip_invariant,
+                )
+                print("\n".join(lines) + "\n", flush=True)
             trained = knn_agreement(arguments.model, sample, work=work)
             random_init = knn_agreement(random_init_copy(arguments.model, work), sample, work=work)
             print("| encoder | top-10 kNN label agreement |\n| --- | --- |")

@@ -45,6 +45,7 @@ def build_document(build: IndexBuild) -> dict:
         "dimension": int(index.embeddings.shape[1]),
         "dtype": index.meta["dtype"],
         "projection": index.projection,
+        "flip_invariant": index.flip_invariant,
         "embedded": build.embedded,
         "kept": build.kept,
         "dropped": build.dropped,
@@ -89,6 +90,14 @@ def index_command(
             "--projection", help="Index projection-head outputs instead of backbone features."
         ),
     ] = default_of(IndexConfig, "projection"),
+    flip_invariant: Annotated[
+        bool,
+        typer.Option(
+            "--flip-invariant",
+            help="Make each row the mean over the image and its mirror image, so that mirrored "
+            "copies are found as duplicates (twice the embedding work).",
+        ),
+    ] = default_of(IndexConfig, "flip_invariant"),
     batch_size: BatchSizeOption = default_of(IndexConfig, "batch_size"),
     device: DeviceOption = default_of(IndexConfig, "device"),
     as_json: JsonOption = False,
@@ -103,6 +112,7 @@ def index_command(
         update=update,
         force=force,
         projection=projection,
+        flip_invariant=flip_invariant,
         batch_size=batch_size,
         device=device,
     )

@@ -649,6 +649,8 @@ class IndexConfig:
             or changed ones; files no longer among the inputs are dropped.
         force: Replace an existing index, even one made by another model.
         projection: Index head outputs instead of backbone features.
+        flip_invariant: Make each row the mean over the image and its mirror image, so that a
+            mirrored copy gets the same row (twice the embedding work).
         faiss_min_images: Also write a FAISS index from this many images (when faiss imports);
             0 never writes one.
     """
@@ -660,6 +662,7 @@ class IndexConfig:
     update: bool = False
     force: bool = False
     projection: bool = False
+    flip_invariant: bool = False
     faiss_min_images: int = DEFAULT_FAISS_MIN_IMAGES
     batch_size: int = 64
     workers: int = 0

@@ -89,3 +89,24 @@ def test_search__save_needs_png_before_any_work(index_folder: Path, shapes_dir: 
         app, ["search", str(index_folder), str(query), "--save", str(tmp_path / "g.jpg")]
     )
     assert result.exit_code == 1 and "ending in .png" in result.output
+
+
+def test_search__flip_invariant_index_finds_a_new_mirrored_query(
+    trained_model: Path, shapes_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "ix"
+    built = runner.invoke(
+        app,
+        ["index", str(trained_model), str(shapes_dir), "--out", str(out), "--flip-invariant"],
+    )
+    assert built.exit_code == 0, built.output
+    original = sorted((shapes_dir / "stripes").iterdir())[0]
+    mirrored = tmp_path / "mirrored.png"
+    with Image.open(original) as opened:
+        opened.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
+    result = runner.invoke(app, ["search", str(out), str(mirrored), "--top-k", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    (neighbour,) = json.loads(result.stdout)["queries"][0]["neighbours"]
+    # The query is embedded as the index was (with its mirror image), so it meets its original.
+    assert neighbour["path"] == str(original.absolute())
+    assert neighbour["similarity"] > 0.999

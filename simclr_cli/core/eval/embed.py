@@ -145,9 +145,42 @@ class FeatureBatch:
     consumed: int
 
 
-def embedding_network(model: SimCLRModel, *, projection: bool) -> nn.Module:
-    """The network whose outputs are the embeddings: the backbone, or backbone and head."""
-    return nn.Sequential(model.backbone, model.head) if projection else model.backbone
+class FlipAveraged(nn.Module):
+    """A network made exactly invariant to horizontal flips: the mean of its outputs on an image
+    and on its mirror image.
+
+    SimCLR trains with random flips, so a well-trained encoder maps a photo and its mirror image
+    close together; a briefly trained one does not, and then a mirrored copy is no near
+    duplicate. Averaging the two outputs makes them identical whatever the training, at twice
+    the forward cost.
+
+    Args:
+        network: Maps images (B, C, H, W) to rows (B, D).
+    """
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Rows (B, D) of images (B, C, H, W): the mean over the image and its mirror image."""
+        both = self.network(torch.cat([images, torch.flip(images, dims=(3,))]))
+        original, mirrored = both.chunk(2)
+        return (original + mirrored) / 2
+
+
+def embedding_network(
+    model: SimCLRModel, *, projection: bool, flip_invariant: bool = False
+) -> nn.Module:
+    """The network whose outputs are the embeddings: the backbone, or backbone and head.
+
+    Args:
+        model: The SimCLR model.
+        projection: Embed with the projection head's outputs instead of the backbone features.
+        flip_invariant: Average each image's outputs with its mirror image's (``FlipAveraged``).
+    """
+    network = nn.Sequential(model.backbone, model.head) if projection else model.backbone
+    return FlipAveraged(network) if flip_invariant else network
 
 
 def iterate_features(

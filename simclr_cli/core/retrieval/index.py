@@ -111,6 +111,11 @@ class SearchIndex:
         """Whether the rows are head outputs rather than backbone features."""
         return bool(self.meta["projection"])
 
+    @property
+    def flip_invariant(self) -> bool:
+        """Whether each row is the mean over the image and its mirror image (``FlipAveraged``)."""
+        return bool(self.meta.get("flip_invariant", False))
+
     def row_of(self, path: Path | str) -> int | None:
         """The row of a file already in the index (compared as absolute paths), or None."""
         return self._rows.get(os.path.abspath(path))
@@ -196,6 +201,7 @@ def embed_files(
     paths: Sequence[Path],
     *,
     projection: bool,
+    flip_invariant: bool = False,
     batch_size: int = 64,
     workers: int = 0,
     device: torch.device | str = "cpu",
@@ -204,13 +210,24 @@ def embed_files(
 ) -> np.ndarray:
     """Embed files with the model's own preprocessing and L2-normalise the rows.
 
+    Args:
+        model: The model that embeds.
+        paths: The image files.
+        projection: Embed with the head's outputs instead of the backbone features.
+        flip_invariant: Average each image's outputs with its mirror image's.
+        batch_size: Images per forward pass.
+        workers: Decoding processes.
+        device: Where the model runs.
+        progress: Progress callback: one ``task`` of one unit per image.
+        task: The progress task's name.
+
     Returns:
         Array (len(paths), D), float32, rows of unit length.
 
     Raises:
         ImageDecodeError: When a file cannot be decoded.
     """
-    network = embedding_network(model, projection=projection)
+    network = embedding_network(model, projection=projection, flip_invariant=flip_invariant)
     if not paths:
         width = model.metadata.head_output_dim if projection else model.metadata.feature_dim
         return np.zeros((0, width), dtype=np.float32)
@@ -402,6 +419,7 @@ def _meta(config: IndexConfig, model: SimCLRModel, digest: str, dtype: Embedding
         "format_version": FORMAT_VERSION,
         "dtype": dtype.value,
         "projection": config.projection,
+        "flip_invariant": config.flip_invariant,
         "model": {
             "path": os.path.abspath(config.model),
             "sha256": digest,
@@ -490,6 +508,13 @@ def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progre
                 f"index {config.out} holds {kind}; give --projection as when it was built, or "
                 "rebuild it with --force"
             )
+        if previous.flip_invariant != config.flip_invariant:
+            given = "give" if previous.flip_invariant else "leave out"
+            raise SearchIndexError(
+                f"index {config.out} was built {'with' if previous.flip_invariant else 'without'}"
+                f" --flip-invariant; {given} --flip-invariant as when it was built, or rebuild "
+                "it with --force"
+            )
         if dtype is None:
             dtype = EmbeddingDtype(previous.meta["dtype"])
         old = {record.path: (row, record) for row, record in enumerate(previous.records)}
@@ -503,6 +528,7 @@ def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progre
         model,
         missing,
         projection=config.projection,
+        flip_invariant=config.flip_invariant,
         batch_size=config.batch_size,
         workers=config.workers,
         device=device,

@@ -234,6 +234,7 @@ def search_index(
             model,
             to_embed,
             projection=index.projection,
+            flip_invariant=index.flip_invariant,
             batch_size=config.batch_size,
             device=device,
             progress=progress,

@@ -192,3 +192,38 @@ def test_load_index__empty_index_is_refused(trained_model, images, tmp_path):
 def test_load_index__missing_folder(tmp_path):
     with pytest.raises(SearchIndexError, match="does not exist; build one"):
         load_index(tmp_path / "nope")
+
+
+def test_build_index__flip_invariant_gives_a_mirrored_copy_the_same_row(
+    trained_model, images, tmp_path
+):
+    original = sorted(images.iterdir())[0]
+    with Image.open(original) as opened:
+        opened.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(images / "mirrored.png")
+    rows = {}
+    for flip_invariant in (False, True):
+        out = tmp_path / f"ix-{flip_invariant}"
+        config = IndexConfig(
+            model=trained_model,
+            inputs=[images],
+            out=out,
+            dtype="float32",
+            flip_invariant=flip_invariant,
+        )
+        index = build_index(config=config).index
+        assert json.loads((out / META_FILE).read_text())["flip_invariant"] is flip_invariant
+        first, second = index.row_of(original), index.row_of(images / "mirrored.png")
+        rows[flip_invariant] = (index.embeddings[first], index.embeddings[second])
+    # Without the option the 2-step model tells the mirror image apart; with it, it cannot.
+    assert not np.allclose(*rows[False], atol=1e-3)
+    np.testing.assert_allclose(*rows[True], atol=1e-5)
+
+
+def test_build_index__update_refuses_another_flip_setting(trained_model, images, tmp_path):
+    out = tmp_path / "ix"
+    build_index(config=IndexConfig(model=trained_model, inputs=[images], out=out))
+    again = IndexConfig(
+        model=trained_model, inputs=[images], out=out, update=True, flip_invariant=True
+    )
+    with pytest.raises(SearchIndexError, match="without --flip-invariant"):
+        build_index(config=again)
