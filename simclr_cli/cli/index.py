@@ -17,9 +17,11 @@ from . import _console
 from ._options import (
     BatchSizeOption,
     DeviceOption,
+    FileListOption,
     JsonOption,
     ModelArgument,
     QuietOption,
+    WorkersOption,
     default_of,
     print_skipped,
 )
@@ -31,6 +33,9 @@ EPILOG = """[bold]Examples[/]
 
   simclr index runs/first/model.safetensors ./photos --out photos.index --update
 
+  simclr index runs/first/model.safetensors 'shards/shard-{000000..000127}.tar' --out photos.index
+
+  simclr index runs/first/model.safetensors --file-list photos.txt --out photos.index
 
   simclr index runs/first/model.safetensors ./photos --out photos.index --dtype float32 --force
 """
@@ -56,16 +61,19 @@ def build_document(build: IndexBuild) -> dict:
 
 def index_command(
     model: ModelArgument,
-    inputs: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Image files and/or folders (searched recursively), as `embed` takes them.",
-            show_default=False,
-        ),
-    ],
+    # Before the inputs, which have a default: --out has none, the index goes where it is told.
     out: Annotated[
         Path, typer.Option("--out", "-o", help="The index folder to write.", show_default=False)
     ],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files and/or folders (searched recursively), or WebDataset tar shards "
+            "(a .tar, a folder of them or a brace pattern), as `embed` takes them.",
+            show_default=False,
+        ),
+    ] = default_of(IndexConfig, "inputs"),
+    file_list: FileListOption = default_of(IndexConfig, "file_list"),
     dtype: Annotated[
         EmbeddingDtype | None,
         typer.Option(
@@ -99,6 +107,7 @@ def index_command(
         ),
     ] = default_of(IndexConfig, "flip_invariant"),
     batch_size: BatchSizeOption = default_of(IndexConfig, "batch_size"),
+    workers: WorkersOption = default_of(IndexConfig, "workers"),
     device: DeviceOption = default_of(IndexConfig, "device"),
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -106,7 +115,8 @@ def index_command(
     """Embed images into an index for search. [dim]simclr index m.safetensors ./photos -o ix[/]"""
     config = IndexConfig(
         model=model,
-        inputs=inputs,
+        inputs=list(inputs or []),
+        file_list=file_list,
         out=out,
         dtype=dtype,
         update=update,
@@ -114,6 +124,7 @@ def index_command(
         projection=projection,
         flip_invariant=flip_invariant,
         batch_size=batch_size,
+        workers=workers,
         device=device,
     )
     with create_progress(quiet=quiet or as_json) as progress:

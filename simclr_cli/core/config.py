@@ -641,7 +641,9 @@ class IndexConfig:
 
     Attributes:
         model: The model.safetensors that embeds the images.
-        inputs: Image files and folders (what ``embed`` takes).
+        inputs: Image files, folders and tar shards (what ``embed`` takes).
+        file_list: A file of image paths, one a line, relative to its folder; ``"-"`` for
+            standard input (not with shards).
         out: The index folder.
         dtype: How the embeddings are stored; None is float16, or on ``update`` the dtype of
             the index being extended.
@@ -653,10 +655,15 @@ class IndexConfig:
             mirrored copy gets the same row (twice the embedding work).
         faiss_min_images: Also write a FAISS index from this many images (when faiss imports);
             0 never writes one.
+        batch_size: Images per forward pass.
+        workers: Decoding processes; ``None`` picks half the cores for more than two batches,
+            as ``embed`` does.
+        device: Where to compute.
     """
 
     model: Path
     inputs: list[Path] = field(default_factory=list)
+    file_list: Path | None = None
     out: Path = Path("index")
     dtype: EmbeddingDtype | None = None
     update: bool = False
@@ -665,12 +672,13 @@ class IndexConfig:
     flip_invariant: bool = False
     faiss_min_images: int = DEFAULT_FAISS_MIN_IMAGES
     batch_size: int = 64
-    workers: int = 0
+    workers: int | None = None
     device: DeviceName = DeviceName.auto
 
     def __post_init__(self) -> None:
         self.model = Path(self.model)
         self.inputs = [Path(item) for item in self.inputs]
+        self.file_list = None if self.file_list is None else Path(self.file_list)
         self.out = Path(self.out)
         if self.dtype is not None:
             self.dtype = _choice(EmbeddingDtype, self.dtype, "--dtype")
@@ -683,8 +691,10 @@ class IndexConfig:
             ConfigError: When a value cannot work.
         """
         _positive("--batch-size", self.batch_size)
-        if not self.inputs:
-            raise ConfigError("give at least one image file or folder to index")
+        if not self.inputs and self.file_list is None:
+            raise ConfigError(
+                "give at least one image file, folder or tar shard to index, or --file-list"
+            )
         if self.update and self.force:
             raise ConfigError(
                 "--update keeps the index and --force replaces it; give one of them",
@@ -692,8 +702,8 @@ class IndexConfig:
             )
         if self.faiss_min_images < 0:
             raise ConfigError("faiss_min_images must not be negative")
-        if self.workers < 0:
-            raise ConfigError("--workers must not be negative", flag="--workers")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be 0 or more, got {self.workers}", flag="--workers")
 
 
 @dataclass

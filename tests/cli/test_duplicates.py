@@ -12,6 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from simclr_cli.cli.app import app
+from tests.cli.test_index import write_test_shards
+from tests.cli.test_search import first_picture
 
 runner = CliRunner()
 
@@ -83,3 +85,19 @@ def test_duplicates__damaged_index_is_one_line(index_folder, tmp_path: Path):
     result = runner.invoke(app, ["duplicates", str(damaged), "--output", str(table)])
     assert result.exit_code == 1 and "damaged" in result.output and "--force" in result.output
     assert not table.exists()
+
+
+def test_duplicates__gallery_of_a_shard_index_draws_the_members(
+    trained_model: Path, shapes_dir: Path, tmp_path: Path
+):
+    shards = write_test_shards(shapes_dir / "circle", tmp_path / "shards")
+    out = tmp_path / "ix"
+    result = runner.invoke(app, ["index", str(trained_model), str(shards), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    gallery = tmp_path / "gallery.png"
+    result = runner.invoke(
+        app, ["duplicates", str(out), "--threshold", "0.01", "--save", str(gallery), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["groups"][0][0]["path"].count(".tar:") == 1
+    assert len(first_picture(gallery).getcolors(maxcolors=1 << 16) or []) > 1

@@ -32,10 +32,10 @@ import torch
 
 from .._io import parse_size
 from ..config import ShardConfig
-from ..errors import DataError
+from ..errors import DataError, ImageDecodeError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checks import BadImage, describe_bad_images, looks_like_image, scan_images
-from .files import IMAGE_SUFFIXES, find_images, find_labeled_images
+from .files import IMAGE_SUFFIXES, ImageSource, find_images, find_labeled_images, open_image
 from .sampler import _EPOCH_STRIDE, ResumableRandomSampler
 
 #: Members of a rank's share shuffled together: the size of the (precomputed) shuffle buffer.
@@ -48,6 +48,10 @@ CLASSES_FILE = "classes.json"
 IMAGE_EXTENSIONS = frozenset(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
 #: Member extensions read as the sample's class index.
 CLASS_EXTENSIONS = ("cls", "class", "label")
+#: What separates a shard's path from a member's name in ``str(member)``, ``a.tar:cat/1.jpg``.
+MEMBER_SEPARATOR = ".tar:"
+#: Bytes of a member read for its pixel size: the headers of common image files fit in them.
+HEADER_BYTES = 64 * 1024
 
 _BRACES = re.compile(r"\{[^{}]*(\.\.|,)[^{}]*\}")
 _GLOB = re.compile(r"[*?\[]")
@@ -353,6 +357,78 @@ def _add_sample(
     entries.sizes.append(image.size)
     entries.names.append(image.name)
     entries.labels.append(label)
+
+
+@dataclass(frozen=True)
+class _MemberHead:
+    """The first bytes of a member, which ``open_image`` reads like a member (for its header)."""
+
+    member: ShardMember
+
+    def read_bytes(self) -> bytes:
+        with open(self.member.shard, "rb") as stream:
+            stream.seek(self.member.offset)
+            return stream.read(min(self.member.size, HEADER_BYTES))
+
+    def __str__(self) -> str:
+        return str(self.member)
+
+
+def member_size(member: ShardMember) -> tuple[int, int]:
+    """A member's width and height from its header, reading only its first bytes if they do.
+
+    Raises:
+        ImageDecodeError: When the member is not an image, is over the pixel limit, or its shard
+            cannot be read.
+    """
+    try:
+        with open_image(_MemberHead(member)) as image:
+            return image.size
+    except ImageDecodeError:
+        if member.size <= HEADER_BYTES:
+            raise
+    # A header beyond the first bytes (a big ICC profile or EXIF thumbnail): read all of it.
+    with open_image(member) as image:
+        return image.size
+
+
+def member_from_name(name: str | Path) -> ShardMember | None:
+    """The shard member that ``str(member)`` named (``/data/shard-000000.tar:cat/0001.jpg``).
+
+    For names read back from an output (an index's paths, say): the shard's headers are read
+    once per process (``index_shard``), not its data.
+
+    Returns:
+        The member; None when the name is no member's, the shard is missing, or it holds no
+        image member of that name.
+    """
+    text = str(name)
+    lowered = text.lower()
+    found = lowered.find(MEMBER_SEPARATOR)
+    while found >= 0:
+        # The first ".tar:" that ends an existing file: a member's name may hold ".tar:" too.
+        shard = text[: found + len(".tar")]
+        if Path(shard).is_file():
+            member = text[found + len(MEMBER_SEPARATOR) :]
+            entries = index_shard(Path(shard))
+            if member not in entries.names:
+                return None
+            position = entries.names.index(member)
+            return ShardMember(shard, entries.offsets[position], entries.sizes[position], member)
+        found = lowered.find(MEMBER_SEPARATOR, found + 1)
+    return None
+
+
+def source_of(name: str | Path) -> ImageSource:
+    """What a name of ``embed``'s or ``index``'s output refers to: a shard member, else a file.
+
+    The one reader of ``shard.tar:member`` names; thumbnails and search queries go through it.
+    """
+    if MEMBER_SEPARATOR in str(name).lower():
+        member = member_from_name(name)
+        if member is not None:
+            return member
+    return Path(name)
 
 
 def index_shards(

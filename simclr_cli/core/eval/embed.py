@@ -562,18 +562,9 @@ def _embed_with_config(
     if config.output is not None:
         check_output_path(config.output)
     fail = config.on_bad_image is BadImagePolicy.fail
-    paths: Sequence[ImageSource]
-    if any(is_shard_input(item) for item in config.inputs):
-        if config.file_list is not None:
-            raise ConfigError(
-                "--file-list cannot be combined with tar shards; embed them in two runs",
-                flag="--file-list",
-            )
-        missing: list[BadImage] = []
-        paths = embed_inputs(config.inputs, progress=progress)
-    else:
-        resolved = resolve_inputs(config.inputs, file_list=config.file_list)
-        missing, paths = list(resolved.missing), resolved.paths
+    paths, missing = resolve_image_sources(
+        config.inputs, file_list=config.file_list, progress=progress
+    )
     if missing and fail:
         raise refusal(missing[0])
     device = resolve_device(config.device)
@@ -679,6 +670,41 @@ def _nothing_readable(skipped: Sequence[BadImage]) -> DataError:
         f"none of the {len(skipped)} images could be read ({describe_bad_images(skipped)}); "
         "check the files",
     )
+
+
+def resolve_image_sources(
+    inputs: Sequence[Path],
+    *,
+    file_list: Path | str | None = None,
+    progress: ProgressCallback = null_progress,
+    fix: str = "embed them in two runs",
+) -> tuple[Sequence[ImageSource], list[BadImage]]:
+    """The images of files, folders, tar shards or a file list: what ``embed`` and ``index`` take.
+
+    Args:
+        inputs: Image files, folders and tar shards (see ``embed_inputs``).
+        file_list: A file of image paths (see ``resolve_inputs``); not with shards.
+        progress: Receives the one-line messages about skipped shards and members.
+        fix: What the refusal of shards with a file list suggests instead.
+
+    Returns:
+        The images (files, or shard members), and the files of the list that are missing (to
+        be skipped and listed like unreadable images).
+
+    Raises:
+        ConfigError: When shards come with a file list.
+        DataError: For a missing input, an empty folder, an unreadable list, or shards without a
+            readable image.
+    """
+    if any(is_shard_input(item) for item in inputs):
+        if file_list is not None:
+            # A list names files, and a shard's members are no files: one kind of input a run.
+            raise ConfigError(
+                f"--file-list cannot be combined with tar shards; {fix}", flag="--file-list"
+            )
+        return embed_inputs(inputs, progress=progress), []
+    resolved = resolve_inputs(inputs, file_list=file_list)
+    return resolved.paths, list(resolved.missing)
 
 
 def embed_inputs(

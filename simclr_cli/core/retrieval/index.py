@@ -20,21 +20,22 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from ..._version import __version__
 from .._io import atomic_write, prepare_output
 from .._runtime import resolve_device
+from .._threads import default_workers
 from ..choices import EmbeddingDtype
 from ..config import IndexConfig
 from ..data.checks import BadImage, bad_image, describe_bad_images
-from ..data.files import collect_inputs
+from ..data.files import ImageSource, open_image
+from ..data.shards import ShardIndex, ShardMember, is_shard_input, member_size
 from ..errors import DataError, ImageDecodeError, RunFolderError, SearchIndexError
-from ..eval.embed import embedding_network, extract_features
+from ..eval.embed import embedding_network, extract_features, resolve_image_sources
 from ..model.files import load_model, read_header
 from ..model.info import file_sha256
 from ..model.simclr import SimCLRModel
@@ -54,8 +55,11 @@ FORMAT_VERSION = 1
 class ImageRecord:
     """One indexed file, with what ``--update`` compares to see whether it changed.
 
+    A member of a tar shard is named as ``embed`` names it, ``/abs/shard.tar:cat/0001.jpg``;
+    its ``mtime`` and ``size`` are the shard file's, so that a changed shard is embedded again.
+
     Attributes:
-        path: Absolute path of the file.
+        path: Absolute path of the file, or ``shard.tar:member`` for a shard member.
         width: Width in pixels (before EXIF rotation).
         height: Height in pixels.
         mtime: Modification time, seconds since the epoch.
@@ -117,8 +121,13 @@ class SearchIndex:
         return bool(self.meta.get("flip_invariant", False))
 
     def row_of(self, path: Path | str) -> int | None:
-        """The row of a file already in the index (compared as absolute paths), or None."""
-        return self._rows.get(os.path.abspath(path))
+        """The row of a file or shard member already in the index, or None.
+
+        Compared as absolute paths: a relative ``shards/a.tar:cat/1.jpg`` finds the member of
+        ``/abs/shards/a.tar`` too.
+        """
+        row = self._rows.get(str(path))
+        return row if row is not None else self._rows.get(os.path.abspath(path))
 
     def faiss_file(self) -> Path | None:
         """The FAISS index file, when the index has one."""
@@ -145,39 +154,88 @@ class IndexBuild:
     skipped: list[BadImage] = field(default_factory=list)
 
 
-def collect_image_paths(inputs: Sequence[Path]) -> list[Path]:
-    """The images to index: what ``embed`` takes (files, folders), without repeats.
+class IndexInputs(NamedTuple):
+    """The images to index and the files of a list that are missing.
 
-    The one place that reads the inputs, so that other input kinds (file lists, shards) need
-    changing only here.
+    Attributes:
+        sources: Image files (absolute paths) and shard members, without repeats, in the order
+            given; a ``ShardIndex`` (flat arrays) when the inputs are shards.
+        missing: Files named in ``--file-list`` that do not exist (skipped and listed).
+    """
+
+    sources: Sequence[ImageSource]
+    missing: list[BadImage]
+
+
+def collect_images(
+    inputs: Sequence[Path],
+    *,
+    file_list: Path | str | None = None,
+    progress: ProgressCallback = null_progress,
+) -> IndexInputs:
+    """The images to index: what ``embed`` takes (files, folders, tar shards, a file list).
+
+    The one place that reads the inputs; it resolves them as ``embed`` does
+    (``resolve_image_sources``), then makes the paths absolute and drops repeats.
 
     Raises:
-        DataError: When an input is missing or a folder holds no image.
+        DataError: When an input is missing, a folder holds no image, the list cannot be read,
+            or shards hold no readable image.
+        ConfigError: When shards come with a file list.
     """
+    # Shards made absolute before they are read, so that their members get absolute names
+    # (``str(member)``); files and folders stay as given, for the messages about them.
+    given = [Path(os.path.abspath(item)) if is_shard_input(item) else item for item in inputs]
+    sources, missing = resolve_image_sources(
+        given,
+        file_list=file_list,
+        progress=progress,
+        fix="index each kind into an index of its own",
+    )
     seen: set[str] = set()
-    paths: list[Path] = []
-    for path in collect_inputs(inputs):
-        absolute = os.path.abspath(path)
-        if absolute not in seen:
-            seen.add(absolute)
-            paths.append(Path(absolute))
-    return paths
+    keep: list[int] = []
+    for position, source in enumerate(sources):
+        name = os.path.abspath(source) if isinstance(source, Path) else str(source)
+        if name not in seen:
+            seen.add(name)
+            keep.append(position)
+    if isinstance(sources, ShardIndex):
+        # The flat arrays stay flat (loader workers share them), unless a shard came twice.
+        unique: Sequence[ImageSource] = sources if len(keep) == len(sources) else sources.take(keep)
+    else:
+        unique = [
+            Path(os.path.abspath(source)) if isinstance(source, Path) else source
+            for source in (sources[position] for position in keep)
+        ]
+    return IndexInputs(unique, missing)
 
 
-def describe_file(path: Path) -> ImageRecord:
+def describe_file(
+    path: ImageSource, *, shard_status: dict[str, os.stat_result] | None = None
+) -> ImageRecord:
     """Read a file's size, time and pixel dimensions (from its header; nothing is decoded).
+
+    Args:
+        path: An image file, or a member of a tar shard (whose size and time are the shard's).
+        shard_status: The ``stat`` of shard files already read, filled in here; one per shard
+            rather than one per member.
 
     Raises:
         ImageDecodeError: When the file is not an image.
     """
     try:
-        status = path.stat()
-        with Image.open(path) as image:
-            width, height = image.size
+        if isinstance(path, ShardMember):
+            status = _shard_status(path.shard, shard_status)
+            width, height = member_size(path)
+        else:
+            file = path if isinstance(path, Path) else Path(str(path))
+            status = file.stat()
+            with open_image(file) as image:
+                width, height = image.size
     except FileNotFoundError:
         raise ImageDecodeError(path, "file not found") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(path, "not an image file") from None
+    except ImageDecodeError:
+        raise
     except OSError as error:
         raise ImageDecodeError(path, str(error) or type(error).__name__) from None
     return ImageRecord(
@@ -189,6 +247,21 @@ def describe_file(path: Path) -> ImageRecord:
     )
 
 
+def _take(sources: Sequence[ImageSource], positions: list[int]) -> Sequence[ImageSource]:
+    # A shard index stays flat arrays (the loader workers share them without copying).
+    if isinstance(sources, ShardIndex):
+        return sources.take(positions)
+    return [sources[position] for position in positions]
+
+
+def _shard_status(shard: str, cache: dict[str, os.stat_result] | None) -> os.stat_result:
+    if cache is None:
+        return os.stat(shard)
+    if shard not in cache:
+        cache[shard] = os.stat(shard)
+    return cache[shard]
+
+
 def normalize_rows(rows: np.ndarray) -> np.ndarray:
     """Scale each row (N, D) to unit length in float32; all-zero rows stay zero."""
     rows = np.asarray(rows, dtype=np.float32)
@@ -198,7 +271,7 @@ def normalize_rows(rows: np.ndarray) -> np.ndarray:
 
 def embed_files(
     model: SimCLRModel,
-    paths: Sequence[Path],
+    paths: Sequence[ImageSource],
     *,
     projection: bool,
     flip_invariant: bool = False,
@@ -208,7 +281,7 @@ def embed_files(
     progress: ProgressCallback = null_progress,
     task: str = "index",
 ) -> np.ndarray:
-    """Embed files with the model's own preprocessing and L2-normalise the rows.
+    """Embed files (or shard members) with the model's preprocessing; L2-normalise the rows.
 
     Args:
         model: The model that embeds.
@@ -472,22 +545,26 @@ def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progre
     """
     config.validate()
     previous = _check_out(config)
-    paths = collect_image_paths(config.inputs)
+    sources, missing = collect_images(config.inputs, file_list=config.file_list, progress=progress)
     # The model first: a wrong model file is the one line, whatever the images are.
     device = resolve_device(config.device)
     model = load_model(config.model, device=device)
     digest = file_sha256(config.model)
     # In a big collection some file is always unreadable: it is left out and listed.
     records: list[ImageRecord] = []
-    skipped: list[BadImage] = []
-    for path in paths:
+    readable: list[int] = []
+    skipped: list[BadImage] = list(missing)
+    shard_status: dict[str, os.stat_result] = {}
+    for position, source in enumerate(sources):
         try:
-            records.append(describe_file(path))
+            records.append(describe_file(source, shard_status=shard_status))
         except ImageDecodeError as error:
             skipped.append(bad_image(error))
+        else:
+            readable.append(position)
     if not records:
         raise DataError(
-            f"none of the {len(paths)} images could be read ({describe_bad_images(skipped)}); "
+            f"none of the {len(skipped)} images could be read ({describe_bad_images(skipped)}); "
             f"check the files"
         )
     dtype = config.dtype
@@ -523,14 +600,19 @@ def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progre
             if match is not None and match[1].unchanged(record):
                 kept_rows[record.path] = match[0]
     dtype = EmbeddingDtype.float16 if dtype is None else dtype
-    missing = [Path(record.path) for record in records if record.path not in kept_rows]
+    rows_to_embed = [row for row, record in enumerate(records) if record.path not in kept_rows]
+    to_embed = _take(sources, [readable[row] for row in rows_to_embed])
+    workers = config.workers
+    if workers is None:
+        # As embed: worker processes take a second or two to start, not worth a few batches.
+        workers = default_workers() if len(to_embed) > 2 * config.batch_size else 0
     new_rows = embed_files(
         model,
-        missing,
+        to_embed,
         projection=config.projection,
         flip_invariant=config.flip_invariant,
         batch_size=config.batch_size,
-        workers=config.workers,
+        workers=workers,
         device=device,
         progress=progress,
     )
@@ -538,13 +620,13 @@ def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progre
     if previous is not None and kept_rows and previous.embeddings.shape[1] != width:
         raise _damaged(config.out, f"its rows have {previous.embeddings.shape[1]} values")
     embeddings = np.empty((len(records), width), dtype=np.dtype(dtype.value))
-    new_position = {str(path): row for row, path in enumerate(missing)}
+    new_position = {row: position for position, row in enumerate(rows_to_embed)}
     for row, record in enumerate(records):
         if record.path in kept_rows:
             assert previous is not None  # kept_rows is only filled from a previous index.
             embeddings[row] = previous.embeddings[kept_rows[record.path]]
         else:
-            embeddings[row] = new_rows[new_position[record.path]]
+            embeddings[row] = new_rows[new_position[row]]
     meta = _meta(config, model, digest, dtype)
     if previous is not None:
         meta["created"] = previous.meta.get("created", meta["updated"])
@@ -562,7 +644,7 @@ def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progre
     dropped = 0 if previous is None else len(previous) - len(kept_rows)
     return IndexBuild(
         index=index,
-        embedded=len(missing),
+        embedded=len(to_embed),
         kept=len(kept_rows),
         dropped=dropped,
         skipped=skipped,

@@ -11,6 +11,8 @@ import torch
 
 from .._runtime import resolve_device
 from ..config import SearchConfig
+from ..data.files import ImageSource
+from ..data.shards import ShardMember, source_of
 from ..errors import DataError
 from ..model.files import load_model
 from ..progress import ProgressCallback, null_progress
@@ -180,14 +182,21 @@ def nearest_rows(
     return scores, rows, "exact"
 
 
-def _query_rows(index: SearchIndex, config: SearchConfig) -> tuple[list[int | None], list[Path]]:
-    # A query already in the index uses its stored row; any other must be an image file.
+def _query_rows(
+    index: SearchIndex, config: SearchConfig
+) -> tuple[list[int | None], list[ImageSource]]:
+    # A query already in the index uses its stored row; any other must be an image file (or a
+    # member of a tar shard, named as embed names it).
     rows: list[int | None] = []
-    to_embed: list[Path] = []
+    to_embed: list[ImageSource] = []
     for query in config.queries:
         row = index.row_of(query)
         rows.append(row)
         if row is not None:
+            continue
+        source = source_of(query)
+        if isinstance(source, ShardMember):
+            to_embed.append(source)
             continue
         if query.is_dir():
             raise DataError(f"query {query} is a folder; give image files or paths in the index")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import importlib.util
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from .._io import check_png_path, write_png
 from ..data.files import ImageSource, open_source
-from ..data.shards import ShardMember
+from ..data.shards import ShardMember, source_of
 from ..errors import ConfigError, DataError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .plots import (
@@ -160,9 +161,16 @@ def folder_labels(paths: Sequence[ImageSource]) -> list[str]:
     ]
 
 
-def load_thumbnail(path: ImageSource, size: int) -> Image.Image:
-    """The image shrunk to fit a ``size`` square (aspect ratio kept)."""
-    with Image.open(open_source(path)) as opened:
+def load_thumbnail(path: ImageSource | str, size: int) -> Image.Image:
+    """The image shrunk to fit a ``size`` square (aspect ratio kept).
+
+    Args:
+        path: An image file, a shard member, or the name of one (``shard.tar:cat/0001.jpg``,
+            as an index lists it).
+        size: Side of the square in pixels.
+    """
+    source = source_of(path) if isinstance(path, (str, os.PathLike)) else path
+    with Image.open(open_source(source)) as opened:
         opened.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster.
         image = ImageOps.exif_transpose(opened).convert("RGB")
         image.thumbnail((size, size), Image.Resampling.LANCZOS)

@@ -26,7 +26,7 @@ from simclr_cli.core.retrieval.index import (
     META_FILE,
     PATHS_FILE,
     build_index,
-    collect_image_paths,
+    collect_images,
     load_index,
 )
 from tests.conftest import TINY_BACKBONE
@@ -153,9 +153,10 @@ def test_build_index__no_readable_image_writes_nothing(trained_model, tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_collect_image_paths__absolute_without_repeats(images):
-    paths = collect_image_paths([images, images / "01.png"])
-    assert len(paths) == 6 and all(path.is_absolute() for path in paths)
+def test_collect_images__absolute_without_repeats(images):
+    sources, missing = collect_images([images, images / "01.png"])
+    assert len(sources) == 6 and all(Path(source).is_absolute() for source in sources)
+    assert missing == []
 
 
 @pytest.mark.parametrize(
