@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import random
 import resource
 import sys
@@ -127,13 +128,11 @@ def duplicate_quality(
     )
     seconds = time.perf_counter() - start
     index = build.index
-    rows = {record.path: row for row, record in enumerate(index.records)}
     truth = {
-        tuple(sorted((rows[str(original.absolute())], rows[str(copy.absolute())])))
-        for original, copy, _ in copies
+        tuple(sorted((index.row_of(original), index.row_of(copy)))) for original, copy, _ in copies
     }
     kinds = {
-        tuple(sorted((rows[str(original.absolute())], rows[str(copy.absolute())]))): kind
+        tuple(sorted((index.row_of(original), index.row_of(copy)))): kind
         for original, copy, kind in copies
     }
     first, second, value, _, _ = similar_pairs(index.embeddings, threshold=min(THRESHOLDS))
@@ -176,7 +175,7 @@ def knn_agreement(model: Path, sample: list[tuple[Path, int]], *, work: Path, k:
             model=model, inputs=[p for p, _ in sample], out=out, force=True, faiss_min_images=0
         )
     ).index
-    label_of = {str(path.absolute()): label for path, label in sample}
+    label_of = {os.path.abspath(path): label for path, label in sample}
     labels = np.array([label_of[record.path] for record in index.records])
     queries = np.asarray(index.embeddings, dtype=np.float32)
     _, found = exact_search(queries, index.embeddings, top_k=k, exclude=np.arange(len(index)))
