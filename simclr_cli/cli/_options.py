@@ -75,7 +75,14 @@ JsonOption = Annotated[
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed of the run.")]
 ImageSizeOption = Annotated[
-    int, typer.Option("--image-size", help="Side of the square training images in pixels.")
+    int | None,
+    typer.Option(
+        "--image-size",
+        help="Side of the square training images in pixels. Default auto: 224, or the images' "
+        "own size when smaller; with --time-budget on the CPU, the largest size at which the "
+        "budget still affords a few hundred steps (shown in the plan).",
+        show_default=False,
+    ),
 ]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 WorkersOption = Annotated[

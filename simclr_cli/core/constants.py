@@ -23,3 +23,7 @@ COLOR_STRENGTH_RANGE = (0.0, 2.5)
 #: The global batch of ``pretrain`` when ``--batch-size`` is not given (a folder with fewer images
 #: trains with the largest batch it fills).
 DEFAULT_BATCH_SIZE = 256
+
+#: The training size of ``pretrain`` without a time budget (the paper's), and the largest that
+#: ``--image-size auto`` picks; never more than the data's own resolution (train/image_size.py).
+DEFAULT_IMAGE_SIZE = 224

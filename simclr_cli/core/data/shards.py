@@ -32,10 +32,10 @@ import torch
 
 from .._io import parse_size
 from ..config import ShardConfig
-from ..errors import DataError, ImageDecodeError
+from ..errors import DataError
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from .checks import BadImage, describe_bad_images, looks_like_image, scan_images
-from .files import IMAGE_SUFFIXES, ImageSource, find_images, find_labeled_images, open_image
+from .files import IMAGE_SUFFIXES, ImageSource, find_images, find_labeled_images
 from .sampler import _EPOCH_STRIDE, ResumableRandomSampler
 
 #: Members of a rank's share shuffled together: the size of the (precomputed) shuffle buffer.
@@ -50,8 +50,6 @@ IMAGE_EXTENSIONS = frozenset(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
 CLASS_EXTENSIONS = ("cls", "class", "label")
 #: What separates a shard's path from a member's name in ``str(member)``, ``a.tar:cat/1.jpg``.
 MEMBER_SEPARATOR = ".tar:"
-#: Bytes of a member read for its pixel size: the headers of common image files fit in them.
-HEADER_BYTES = 64 * 1024
 
 _BRACES = re.compile(r"\{[^{}]*(\.\.|,)[^{}]*\}")
 _GLOB = re.compile(r"[*?\[]")
@@ -357,39 +355,6 @@ def _add_sample(
     entries.sizes.append(image.size)
     entries.names.append(image.name)
     entries.labels.append(label)
-
-
-@dataclass(frozen=True)
-class _MemberHead:
-    """The first bytes of a member, which ``open_image`` reads like a member (for its header)."""
-
-    member: ShardMember
-
-    def read_bytes(self) -> bytes:
-        with open(self.member.shard, "rb") as stream:
-            stream.seek(self.member.offset)
-            return stream.read(min(self.member.size, HEADER_BYTES))
-
-    def __str__(self) -> str:
-        return str(self.member)
-
-
-def member_size(member: ShardMember) -> tuple[int, int]:
-    """A member's width and height from its header, reading only its first bytes if they do.
-
-    Raises:
-        ImageDecodeError: When the member is not an image, is over the pixel limit, or its shard
-            cannot be read.
-    """
-    try:
-        with open_image(_MemberHead(member)) as image:
-            return image.size
-    except ImageDecodeError:
-        if member.size <= HEADER_BYTES:
-            raise
-    # A header beyond the first bytes (a big ICC profile or EXIF thumbnail): read all of it.
-    with open_image(member) as image:
-        return image.size
 
 
 def member_from_name(name: str | Path) -> ShardMember | None:

@@ -100,7 +100,8 @@ def eval_transform_for(metadata: ModelMetadata):
 
 
 class _FileDataset(Dataset):
-    """Image files preprocessed to tensors (3, S, S); a file that cannot be read is a BadImage."""
+    """Image files preprocessed to tensors (3, S, S) with their decoded (width, height); a file
+    that cannot be read is a BadImage."""
 
     def __init__(self, paths: Sequence[ImageSource], transform: Any):
         # A shard index stays flat arrays, which the loader workers share without copying.
@@ -110,22 +111,24 @@ class _FileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | BadImage]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | BadImage, tuple[int, int]]:
         try:
-            return index, self.transform(load_rgb(self.paths[index]))
+            image = load_rgb(self.paths[index])
+            return index, self.transform(image), image.size
         except ImageDecodeError as error:
-            return index, bad_image(error)
+            return index, bad_image(error), (0, 0)
 
 
 def _collate_files(
-    samples: list[tuple[int, torch.Tensor | BadImage]],
-) -> tuple[torch.Tensor | None, list[int], list[BadImage], int]:
-    # The good images stacked (B, 3, S, S) with their indices, the bad ones, and how many
-    # inputs the batch covered (the batches are consecutive runs of the inputs).
-    good = [(index, item) for index, item in samples if isinstance(item, torch.Tensor)]
-    bad = [item for _, item in samples if isinstance(item, BadImage)]
-    images = torch.stack([item for _, item in good]) if good else None
-    return images, [index for index, _ in good], bad, len(samples)
+    samples: list[tuple[int, torch.Tensor | BadImage, tuple[int, int]]],
+) -> tuple[torch.Tensor | None, list[int], list[BadImage], int, list[tuple[int, int]]]:
+    # The good images stacked (B, 3, S, S) with their indices, the bad ones, how many inputs
+    # the batch covered (the batches are consecutive runs of the inputs), and the good ones'
+    # decoded sizes.
+    good = [(index, item, size) for index, item, size in samples if isinstance(item, torch.Tensor)]
+    bad = [item for _, item, _ in samples if isinstance(item, BadImage)]
+    images = torch.stack([item for _, item, _ in good]) if good else None
+    return images, [index for index, _, _ in good], bad, len(samples), [s for *_, s in good]
 
 
 @dataclass
@@ -137,12 +140,14 @@ class FeatureBatch:
         rows: Their rows (len(indices), D), float32.
         bad: The inputs of the batch that could not be read.
         consumed: Inputs done so far, counted from the start of the list (a prefix of it).
+        sizes: (width, height) of each embedded image as decoded (EXIF orientation applied).
     """
 
     indices: list[int]
     rows: np.ndarray
     bad: list[BadImage]
     consumed: int
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 class FlipAveraged(nn.Module):
@@ -228,13 +233,13 @@ def iterate_features(
     progress(ProgressEvent("start", task, total=total, completed=start))
     done, began = start, time.perf_counter()
     with torch.inference_mode():
-        for images, indices, bad, count in loader:
+        for images, indices, bad, count, sizes in loader:
             if images is None:
                 rows = np.zeros((0, 0), dtype=np.float32)
             else:
                 rows = network(images.to(device)).float().cpu().numpy()
             done += count
-            yield FeatureBatch([start + i for i in indices], rows, bad, done)
+            yield FeatureBatch([start + i for i in indices], rows, bad, done, sizes)
             speed = (done - start) / max(time.perf_counter() - began, 1e-9)
             progress(
                 ProgressEvent(

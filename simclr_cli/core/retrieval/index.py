@@ -32,10 +32,15 @@ from .._threads import default_workers
 from ..choices import EmbeddingDtype
 from ..config import IndexConfig
 from ..data.checks import BadImage, bad_image, describe_bad_images
-from ..data.files import ImageSource, open_image
-from ..data.shards import ShardIndex, ShardMember, is_shard_input, member_size
+from ..data.files import ImageSource
+from ..data.shards import ShardIndex, ShardMember, is_shard_input
 from ..errors import DataError, ImageDecodeError, RunFolderError, SearchIndexError
-from ..eval.embed import embedding_network, extract_features, resolve_image_sources
+from ..eval.embed import (
+    embedding_network,
+    extract_features,
+    iterate_features,
+    resolve_image_sources,
+)
 from ..model.files import load_model, read_header
 from ..model.info import file_sha256
 from ..model.simclr import SimCLRModel
@@ -60,7 +65,7 @@ class ImageRecord:
 
     Attributes:
         path: Absolute path of the file, or ``shard.tar:member`` for a shard member.
-        width: Width in pixels (before EXIF rotation).
+        width: Width in pixels, as decoded (EXIF orientation applied).
         height: Height in pixels.
         mtime: Modification time, seconds since the epoch.
         size: File size in bytes.
@@ -210,10 +215,12 @@ def collect_images(
     return IndexInputs(unique, missing)
 
 
-def describe_file(
-    path: ImageSource, *, shard_status: dict[str, os.stat_result] | None = None
-) -> ImageRecord:
-    """Read a file's size, time and pixel dimensions (from its header; nothing is decoded).
+def file_status(
+    path: ImageSource, shard_status: dict[str, os.stat_result] | None = None
+) -> os.stat_result:
+    """The size and time of an image file, or of the shard that holds a member.
+
+    What ``--update`` compares (with the path) to tell an unchanged file; nothing is decoded.
 
     Args:
         path: An image file, or a member of a tar shard (whose size and time are the shard's).
@@ -221,30 +228,16 @@ def describe_file(
             rather than one per member.
 
     Raises:
-        ImageDecodeError: When the file is not an image.
+        ImageDecodeError: When the file (or shard) is missing or cannot be read.
     """
     try:
         if isinstance(path, ShardMember):
-            status = _shard_status(path.shard, shard_status)
-            width, height = member_size(path)
-        else:
-            file = path if isinstance(path, Path) else Path(str(path))
-            status = file.stat()
-            with open_image(file) as image:
-                width, height = image.size
+            return _shard_status(path.shard, shard_status)
+        return os.stat(path if isinstance(path, Path) else str(path))
     except FileNotFoundError:
         raise ImageDecodeError(path, "file not found") from None
-    except ImageDecodeError:
-        raise
     except OSError as error:
         raise ImageDecodeError(path, str(error) or type(error).__name__) from None
-    return ImageRecord(
-        path=str(path),
-        width=int(width),
-        height=int(height),
-        mtime=status.st_mtime,
-        size=status.st_size,
-    )
 
 
 def _take(sources: Sequence[ImageSource], positions: list[int]) -> Sequence[ImageSource]:
@@ -512,6 +505,32 @@ def _meta(config: IndexConfig, model: SimCLRModel, digest: str, dtype: Embedding
     }
 
 
+def _check_previous(previous: SearchIndex, config: IndexConfig, digest: str) -> None:
+    # --update extends an index only with rows made the same way: same model, same outputs.
+    if previous.model_sha256 != digest:
+        raise SearchIndexError(
+            model_mismatch(
+                config.out,
+                index_sha256=previous.model_sha256,
+                model=config.model,
+                model_sha256=digest,
+            )
+        )
+    if previous.projection != config.projection:
+        kind = "projections" if previous.projection else "backbone features"
+        raise SearchIndexError(
+            f"index {config.out} holds {kind}; give --projection as when it was built, or "
+            "rebuild it with --force"
+        )
+    if previous.flip_invariant != config.flip_invariant:
+        given = "give" if previous.flip_invariant else "leave out"
+        raise SearchIndexError(
+            f"index {config.out} was built {'with' if previous.flip_invariant else 'without'}"
+            f" --flip-invariant; {given} --flip-invariant as when it was built, or rebuild "
+            "it with --force"
+        )
+
+
 def _check_out(config: IndexConfig) -> SearchIndex | None:
     # Before any work: refuse to overwrite, and read the index --update extends.
     out = config.out
@@ -550,83 +569,87 @@ def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progre
     device = resolve_device(config.device)
     model = load_model(config.model, device=device)
     digest = file_sha256(config.model)
-    # In a big collection some file is always unreadable: it is left out and listed.
-    records: list[ImageRecord] = []
-    readable: list[int] = []
+    # One stat per file (per shard for its members) tells what --update keeps; the pixels are
+    # read once, by the embedding, which also finds the unreadable files (left out, listed).
     skipped: list[BadImage] = list(missing)
+    statuses: list[tuple[int, str, os.stat_result]] = []
     shard_status: dict[str, os.stat_result] = {}
     for position, source in enumerate(sources):
         try:
-            records.append(describe_file(source, shard_status=shard_status))
+            statuses.append((position, str(source), file_status(source, shard_status)))
         except ImageDecodeError as error:
             skipped.append(bad_image(error))
-        else:
-            readable.append(position)
-    if not records:
-        raise DataError(
-            f"none of the {len(skipped)} images could be read ({describe_bad_images(skipped)}); "
-            f"check the files"
-        )
     dtype = config.dtype
-    kept_rows: dict[str, int] = {}
+    kept: dict[int, tuple[int, ImageRecord]] = {}
     if previous is not None:
-        if previous.model_sha256 != digest:
-            raise SearchIndexError(
-                model_mismatch(
-                    config.out,
-                    index_sha256=previous.model_sha256,
-                    model=config.model,
-                    model_sha256=digest,
-                )
-            )
-        if previous.projection != config.projection:
-            kind = "projections" if previous.projection else "backbone features"
-            raise SearchIndexError(
-                f"index {config.out} holds {kind}; give --projection as when it was built, or "
-                "rebuild it with --force"
-            )
-        if previous.flip_invariant != config.flip_invariant:
-            given = "give" if previous.flip_invariant else "leave out"
-            raise SearchIndexError(
-                f"index {config.out} was built {'with' if previous.flip_invariant else 'without'}"
-                f" --flip-invariant; {given} --flip-invariant as when it was built, or rebuild "
-                "it with --force"
-            )
+        _check_previous(previous, config, digest)
         if dtype is None:
             dtype = EmbeddingDtype(previous.meta["dtype"])
         old = {record.path: (row, record) for row, record in enumerate(previous.records)}
-        for record in records:
-            match = old.get(record.path)
-            if match is not None and match[1].unchanged(record):
-                kept_rows[record.path] = match[0]
+        for position, name, status in statuses:
+            match = old.get(name)
+            if match is not None and (match[1].mtime, match[1].size) == (
+                status.st_mtime,
+                status.st_size,
+            ):
+                kept[position] = match
     dtype = EmbeddingDtype.float16 if dtype is None else dtype
-    rows_to_embed = [row for row, record in enumerate(records) if record.path not in kept_rows]
-    to_embed = _take(sources, [readable[row] for row in rows_to_embed])
+    positions = [position for position, _, _ in statuses if position not in kept]
+    to_embed = _take(sources, positions)
     workers = config.workers
     if workers is None:
         # As embed: worker processes take a second or two to start, not worth a few batches.
         workers = default_workers() if len(to_embed) > 2 * config.batch_size else 0
-    new_rows = embed_files(
-        model,
+    network = embedding_network(
+        model, projection=config.projection, flip_invariant=config.flip_invariant
+    )
+    embedded: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
+    for batch in iterate_features(
+        network,
         to_embed,
-        projection=config.projection,
-        flip_invariant=config.flip_invariant,
+        metadata=model.metadata,
         batch_size=config.batch_size,
         workers=workers,
         device=device,
         progress=progress,
-    )
-    width = new_rows.shape[1]
-    if previous is not None and kept_rows and previous.embeddings.shape[1] != width:
+        task="index",
+    ):
+        skipped.extend(batch.bad)
+        rows = normalize_rows(batch.rows) if batch.indices else batch.rows
+        for order, row, size in zip(batch.indices, rows, batch.sizes, strict=True):
+            embedded[positions[order]] = (row, size)
+    if not kept and not embedded:
+        raise DataError(
+            f"none of the {len(skipped)} images could be read ({describe_bad_images(skipped)}); "
+            f"check the files"
+        )
+    if embedded:
+        width = next(iter(embedded.values()))[0].shape[0]
+    else:
+        assert previous is not None  # Rows are kept only from a previous index.
+        width = previous.embeddings.shape[1]
+    if previous is not None and kept and previous.embeddings.shape[1] != width:
         raise _damaged(config.out, f"its rows have {previous.embeddings.shape[1]} values")
-    embeddings = np.empty((len(records), width), dtype=np.dtype(dtype.value))
-    new_position = {row: position for position, row in enumerate(rows_to_embed)}
-    for row, record in enumerate(records):
-        if record.path in kept_rows:
-            assert previous is not None  # kept_rows is only filled from a previous index.
-            embeddings[row] = previous.embeddings[kept_rows[record.path]]
-        else:
-            embeddings[row] = new_rows[new_position[row]]
+    records: list[ImageRecord] = []
+    embeddings = np.empty((len(kept) + len(embedded), width), dtype=np.dtype(dtype.value))
+    for position, name, status in statuses:
+        if position in kept:
+            assert previous is not None  # kept is only filled from a previous index.
+            row, record = kept[position]
+            embeddings[len(records)] = previous.embeddings[row]
+            records.append(record)
+        elif position in embedded:
+            vector, (image_width, image_height) = embedded[position]
+            embeddings[len(records)] = vector
+            records.append(
+                ImageRecord(
+                    path=name,
+                    width=int(image_width),
+                    height=int(image_height),
+                    mtime=status.st_mtime,
+                    size=status.st_size,
+                )
+            )
     meta = _meta(config, model, digest, dtype)
     if previous is not None:
         meta["created"] = previous.meta.get("created", meta["updated"])
@@ -641,11 +664,11 @@ def build_index(*, config: IndexConfig, progress: ProgressCallback = null_progre
         meta=meta,
         faiss_min_images=config.faiss_min_images,
     )
-    dropped = 0 if previous is None else len(previous) - len(kept_rows)
+    dropped = 0 if previous is None else len(previous) - len(kept)
     return IndexBuild(
         index=index,
-        embedded=len(to_embed),
-        kept=len(kept_rows),
+        embedded=len(embedded),
+        kept=len(kept),
         dropped=dropped,
         skipped=skipped,
     )

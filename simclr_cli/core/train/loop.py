@@ -231,8 +231,12 @@ def _pretrain(
         elapsed = 0.0 if config.started_at is None else max(0.0, time.time() - config.started_at)
         budget = TimeBudget(config.time_budget, elapsed=elapsed, max_steps=config.max_steps)
     plan = plan_run(config=config, progress=progress)
-    # From here on the batch is the planned one (--batch-size, or what the data fills).
-    flags, config = config, dataclasses.replace(config, batch_size=plan.batch_size)
+    # From here on the batch and the image size are the planned ones (the flags, or what the
+    # data and the budget call for); the ranks of a job take them as they are.
+    flags, config = (
+        config,
+        dataclasses.replace(config, batch_size=plan.batch_size, image_size=plan.image_size),
+    )
 
     # Several processes: start them now that the input is known to be good (rank 0's result
     # comes back), or join the job this process is a rank of. Only rank 0 writes and reports.

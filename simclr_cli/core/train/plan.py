@@ -9,6 +9,7 @@ it as a table (a ``plan`` progress event) and saves it under ``[plan]`` in ``con
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,10 @@ from ..model.backbone import plan_stem
 from ..progress import ProgressCallback, null_progress
 from .budget import budget_stem
 from .calibrate import Calibration
+from .image_size import ImageSizeChoice, plan_image_size
 from .loggers import check_loggers
 from .optimizers import DEFAULT_WEIGHT_DECAY, scaled_learning_rate
+from .run_folder import saved_settings
 
 #: Share of the steps spent in warm-up when neither --warmup-fraction nor --warmup-epochs is given.
 DEFAULT_WARMUP_FRACTION = 0.1
@@ -63,6 +66,8 @@ class RunPlan:
         batch_size: The global batch: ``--batch-size``, else the default or what the data fills.
         batch_fitted: Whether the batch was lowered to fit a folder smaller than the default.
         batch_per_rank: Images of each step on each rank: the global batch over the world size.
+        image_size: Side of the training views: ``--image-size``, else what ``auto`` chose.
+        image_size_choice: How the size was chosen (``image_size.py``).
         device: Where this process trains.
         precision: The forward pass's precision, never ``auto``.
         channels_last: Whether the model and its input are channels-last (NHWC).
@@ -89,6 +94,8 @@ class RunPlan:
     batch_size: int
     batch_fitted: bool
     batch_per_rank: int
+    image_size: int
+    image_size_choice: ImageSizeChoice
     device: torch.device
     precision: Precision
     channels_last: bool
@@ -138,6 +145,7 @@ class RunPlan:
             "world_size": self.world_size,
             "batch_size": self.batch_size,
             "batch_per_rank": self.batch_per_rank,
+            "image_size": self.image_size,
             "device": self.device.type,
             "precision": self.precision.value,
             "channels_last": self.channels_last,
@@ -273,13 +281,24 @@ def plan_run(*, config: PretrainConfig, progress: ProgressCallback = null_progre
         workers = per_rank_workers(workers, context)
     threads = threads_per_rank(context, processes) or planned_threads(device)
 
-    # What is learned: the stem (the fast one within a short time budget) and the augmentation.
+    # What is learned: the size of the views (what the budget affords), the stem (the fast one
+    # within a short time budget) and the augmentation.
+    size_choice = plan_image_size(
+        requested=_requested_image_size(config),
+        images=images,
+        device=device,
+        time_budget=_training_seconds(config),
+        batch_size=batch_size,
+        backbone=config.backbone,
+        head_output_dim=config.head_output_dim,
+    )
+    image_size = size_choice.image_size
     stem = plan_stem(
         budget_stem(config.stem, config.time_budget),
         backbone=config.backbone,
-        image_size=config.image_size,
+        image_size=image_size,
     )
-    preset = resolve_preset(config.preset, image_size=config.image_size)
+    preset = resolve_preset(config.preset, image_size=image_size)
     color_strength = config.color_strength
     if color_strength is None:
         color_strength = DEFAULT_COLOR_STRENGTH[preset]
@@ -308,6 +327,8 @@ def plan_run(*, config: PretrainConfig, progress: ProgressCallback = null_progre
         batch_size=batch_size,
         batch_fitted=batch_fitted,
         batch_per_rank=batch_size // processes.world_size,
+        image_size=image_size,
+        image_size_choice=size_choice,
         device=device,
         precision=precision,
         channels_last=use_channels_last(precision, device),
@@ -328,6 +349,23 @@ def plan_run(*, config: PretrainConfig, progress: ProgressCallback = null_progre
         peak_learning_rate=peak_learning_rate,
         weight_decay=weight_decay,
     )
+
+
+def _requested_image_size(config: PretrainConfig) -> int | None:
+    # --resume continues at the size the run started with, whatever auto would say today.
+    if config.image_size is not None or not config.resume:
+        return config.image_size
+    saved = saved_settings(config.out)
+    size = None if saved is None else saved.get("image_size")
+    return size if isinstance(size, int) else None
+
+
+def _training_seconds(config: PretrainConfig) -> float | None:
+    # The budget counts from the command's start; what is already spent is not training time.
+    if config.time_budget is None:
+        return None
+    spent = 0.0 if config.started_at is None else max(0.0, time.time() - config.started_at)
+    return max(1.0, config.time_budget - spent)
 
 
 def _training_images(
@@ -461,12 +499,14 @@ def plan_rows(plan: RunPlan, config: PretrainConfig) -> tuple[tuple[str, str, st
     else:
         fraction = config.warmup_fraction
         warmup_how = f"{DEFAULT_WARMUP_FRACTION if fraction is None else fraction:g} of the steps"
+    size_how = plan.image_size_choice.how
     batch_how = chosen(config.batch_size)
     if plan.batch_fitted:
         batch_how = f"auto: the {plan.num_images} images fill no batch of {DEFAULT_BATCH_SIZE}"
     return (
         ("images", str(plan.num_images), skipped),
         ("batch", str(plan.batch_size), batch_how),
+        ("image size", f"{plan.image_size} px", size_how),
         ("processes", processes, processes_how),
         ("device", plan.device.type, chosen(config.device)),
         ("precision", plan.precision.value, speed_how or chosen(config.precision)),

@@ -33,6 +33,7 @@ The lock is held until the ``RunFolder`` is closed, at the end of the run howeve
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -44,7 +45,8 @@ from .. import _io
 from .._io import atomic_write
 from ..choices import LoggerName
 from ..distributed.ranks import SINGLE_PROCESS, RankContext
-from ..errors import RunFolderError
+from ..errors import ModelFileError, RunFolderError
+from ..model.files import read_header
 from .checkpoints import Checkpoint, read_checkpoint, settings_differences
 from .loggers import (
     CSVLogger,
@@ -250,6 +252,24 @@ def find_resumable_checkpoint(
             + "); run with the same settings, add --force to start again, or choose another --out"
         )
     return checkpoint
+
+
+def saved_settings(out: Path) -> dict[str, Any] | None:
+    """The resolved settings a run folder's checkpoint was written with, tensors left unread.
+
+    Returns:
+        The settings; None when there is no readable checkpoint (``find_resumable_checkpoint``
+        says why, when it matters).
+    """
+    path = Path(out) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = read_header(path).get("__metadata__", {}).get("settings")
+        settings = json.loads(raw) if raw else None
+    except (ModelFileError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) else None
 
 
 def remove_run_files(out: Path) -> None:

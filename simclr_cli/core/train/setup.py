@@ -55,13 +55,13 @@ def build_model(config: PretrainConfig, plan: RunPlan) -> tuple[SimCLRModel, nn.
     model = create_simclr_model(
         backbone=config.backbone,
         stem=plan.stem.value,
-        image_size=config.image_size,
+        image_size=plan.image_size,
         init_weights=config.init_weights,
         head=config.head.value,
         head_hidden_dim=config.head_hidden_dim,
         head_output_dim=config.head_output_dim,
         metadata={
-            "crop_fraction": default_crop_fraction(config.image_size),
+            "crop_fraction": default_crop_fraction(plan.image_size),
             "mean": DEFAULT_MEAN,
             "std": DEFAULT_STD,
             "preset": plan.preset.value,
@@ -94,12 +94,12 @@ def choose_speed(config: PretrainConfig, plan: RunPlan, model: SimCLRModel) -> R
         model_shape={
             "backbone": config.backbone,
             "stem": plan.stem.value,
-            "image_size": config.image_size,
+            "image_size": plan.image_size,
             "head": config.head.value,
             "head_hidden_dim": config.head_hidden_dim,
             "head_output_dim": config.head_output_dim,
         },
-        image_size=config.image_size,
+        image_size=plan.image_size,
         batch_per_rank=plan.batch_per_rank,
         temperature=config.temperature,
         threads=plan.threads,
@@ -173,7 +173,7 @@ def build_data(
     generator = torch.Generator().manual_seed(config.seed + context.rank)
     augment = BatchAugmenter(
         plan.preset,
-        image_size=config.image_size,
+        image_size=plan.image_size,
         color_strength=plan.color_strength,
         device=plan.device,
         generator=None,
@@ -193,7 +193,7 @@ def build_data(
         )
     loader = TrainImageLoader(
         plan.images,
-        image_size=config.image_size,
+        image_size=plan.image_size,
         batch_size=plan.batch_per_rank,
         workers=plan.workers,
         cache=plan.cache,

@@ -11,19 +11,16 @@ import numpy as np
 import pytest
 import torch
 import webdataset
-from PIL import Image, PngImagePlugin
 
 from simclr_cli.core.config import ShardConfig
 from simclr_cli.core.data.decode import decode_for_training
 from simclr_cli.core.data.loader import TrainImageLoader
 from simclr_cli.core.data.shards import (
     CLASSES_FILE,
-    HEADER_BYTES,
     ShardEpochSampler,
     expand_shards,
     index_shards,
     is_shard_input,
-    member_size,
     shard_labels,
     source_of,
     split_key,
@@ -238,15 +235,3 @@ def test_source_of__member_names_read_back_as_members(tmp_path: Path):
     assert source_of(str(member)) == member
     assert source_of(f"{member.shard}:no/such.png") == Path(f"{member.shard}:no/such.png")
     assert source_of(tmp_path / "photo.jpg") == tmp_path / "photo.jpg"
-
-
-def test_member_size__header_beyond_the_first_bytes_is_read_whole(tmp_path: Path):
-    info = PngImagePlugin.PngInfo()
-    info.add_text("comment", "x" * (2 * HEADER_BYTES))  # Before the pixel data, in the header.
-    encoded = io.BytesIO()
-    Image.new("RGB", (7, 5), (10, 20, 30)).save(encoded, format="PNG", pnginfo=info)
-    with tarfile.open(tmp_path / "big.tar", "w") as archive:
-        add_member(archive, "a/0001.png", encoded.getvalue())
-        add_member(archive, "a/0002.png", b"not a png at all")
-    index, bad = index_shards(tmp_path / "big.tar")
-    assert member_size(index[0]) == (7, 5) and len(bad) == 1

@@ -236,7 +236,9 @@ def test_pretrain__plan_is_the_first_event_and_saved_under_plan(
     expected = plan_run(config=tiny_config(shapes_dir, tmp_path / "other", max_steps=3))
     # The loop adds how precision and memory format were chosen (a 3-step run: by rule).
     assert table.pop("speed_chosen_by") == "rule (run too short to measure)"
-    assert table.pop("speed_choice") == "fp32, contiguous"
+    # The rule's choice for this CPU: bf16 with channels-last where bf16 is native, else fp32.
+    layout = "channels-last" if expected.channels_last else "contiguous"
+    assert table.pop("speed_choice") == f"{expected.precision.value}, {layout}"
     assert table == expected.to_table()
     assert table["stem"] == "cifar" and table["device"] == "cpu" and table["num_images"] == 24
 
