@@ -37,6 +37,8 @@ EPILOG = """[bold]Examples[/]
 
   simclr index runs/first/model.safetensors --file-list photos.txt --out photos.index
 
+  simclr index runs/first/model.safetensors ./photos --out photos.index --flip-invariant --force
+
   simclr index runs/first/model.safetensors ./photos --out photos.index --dtype float32 --force
 """
 
