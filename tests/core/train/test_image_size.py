@@ -15,6 +15,7 @@ from simclr_cli.core.train.image_size import (
     MIN_BUDGET_STEPS,
     REFERENCE_SIZE,
     REFERENCE_VIEWS,
+    ImageSizeChoice,
     largest_fitting,
     measure_reference_speed,
     native_side,
@@ -39,6 +40,26 @@ def write_images(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
 
 def never_measure(**_: object) -> float:
     raise AssertionError("the speed should not be measured here")
+
+
+def choose(
+    paths: list[Path],
+    *,
+    budget: float | None,
+    speed: float | None = None,
+    device: torch.device = CPU,
+    requested: int | None = None,
+) -> ImageSizeChoice:
+    """``plan_image_size`` at a batch of 256 and a fixed speed (None: never measured)."""
+    return plan_image_size(
+        requested=requested,
+        images=paths,
+        device=device,
+        time_budget=budget,
+        batch_size=256,
+        backbone=TINY_BACKBONE,
+        measure=never_measure if speed is None else (lambda **_: speed),
+    )
 
 
 def test_native_side__median_short_side_of_the_headers(tmp_path: Path):
@@ -78,15 +99,7 @@ def test_largest_fitting__never_above_the_cap_and_smallest_when_nothing_fits():
 
 def test_plan_image_size__flag_wins_without_measuring(tmp_path: Path):
     paths = write_images(tmp_path, [(300, 300)])
-    choice = plan_image_size(
-        requested=96,
-        images=paths,
-        device=CPU,
-        time_budget=60,
-        batch_size=256,
-        backbone=TINY_BACKBONE,
-        measure=never_measure,
-    )
+    choice = choose(paths, budget=60, requested=96)
     assert (choice.image_size, choice.how) == (96, "")
 
 
@@ -95,31 +108,14 @@ def test_plan_image_size__without_budget_224_or_the_data_resolution(
     tmp_path: Path, side: int, expected: int
 ):
     paths = write_images(tmp_path, [(side, side + 10)] * 3)
-    choice = plan_image_size(
-        requested=None,
-        images=paths,
-        device=CPU,
-        time_budget=None,
-        batch_size=256,
-        backbone=TINY_BACKBONE,
-        measure=never_measure,
-    )
+    choice = choose(paths, budget=None)
     assert choice.image_size == expected and choice.native_side == side
     assert "no time budget" in choice.how
 
 
 def test_plan_image_size__gpu_keeps_224_under_a_budget(tmp_path: Path):
     paths = write_images(tmp_path, [(640, 480)])
-    choice = plan_image_size(
-        requested=None,
-        images=paths,
-        device=torch.device("cuda"),
-        time_budget=60,
-        batch_size=256,
-        backbone=TINY_BACKBONE,
-        measure=never_measure,
-    )
-    assert choice.image_size == 224
+    assert choose(paths, budget=60, device=torch.device("cuda")).image_size == 224
 
 
 @pytest.mark.parametrize(("speed", "budget"), [(50.0, 180.0), (600.0, 180.0), (600.0, 36000.0)])
@@ -127,15 +123,7 @@ def test_plan_image_size__cpu_budget_follows_the_measured_speed(
     tmp_path: Path, speed: float, budget: float
 ):
     paths = write_images(tmp_path, [(640, 480)])
-    choice = plan_image_size(
-        requested=None,
-        images=paths,
-        device=CPU,
-        time_budget=budget,
-        batch_size=256,
-        backbone=TINY_BACKBONE,
-        measure=lambda **_: speed,
-    )
+    choice = choose(paths, budget=budget, speed=speed)
     expected, _ = largest_fitting(
         budget_seconds=budget, reference_images_per_second=speed, batch_size=256, cap=224
     )
@@ -147,15 +135,7 @@ def test_plan_image_size__faster_machine_or_longer_budget_trains_larger(tmp_path
     paths = write_images(tmp_path, [(640, 480)])
 
     def size(speed: float, budget: float) -> int:
-        return plan_image_size(
-            requested=None,
-            images=paths,
-            device=CPU,
-            time_budget=budget,
-            batch_size=256,
-            backbone=TINY_BACKBONE,
-            measure=lambda **_: speed,
-        ).image_size
+        return choose(paths, budget=budget, speed=speed).image_size
 
     # Just fast enough for the minimum steps at 64 px in 180 s (4x the pixels of 32 px).
     fast = MIN_BUDGET_STEPS * 256 / 180 * 4 * 1.01
