@@ -32,8 +32,9 @@ IMAGE_SIZE_LADDER = (224, 192, 160, 128, 112, 96, 80, 64, 48, 32)
 #: Steps a budgeted run should at least make at the size ``auto`` picks, counted at the
 #: measured fp32 speed (a run in bf16 makes more). On generated 160 px shapes the smallest size
 #: won at every budget measured: 32 px over 64 px at 60 s and 180 s (linear probe 0.623 against
-#: 0.523, and 0.737 against 0.712), where 64 px would have had 18 and 53 such steps; the gap
-#: closing with the budget puts the crossing a few times further (benchmarks/RESULTS.md).
+#: 0.523, and 0.737 against 0.712), where 64 px would have had 18 and 53 such steps; at 10
+#: minutes (176 such steps) 64 px won the linear probe by 1.3 points and lost kNN by 7.9, so the
+#: crossing is near and 200 errs on the side of more steps (benchmarks/RESULTS.md).
 MIN_BUDGET_STEPS = 200
 #: Side of the views of the speed measurement; other sizes are scaled by their pixels.
 REFERENCE_SIZE = 32
