@@ -134,14 +134,13 @@ def largest_fitting(
         The size and the steps the budget affords at it.
     """
     allowed = [size for size in IMAGE_SIZE_LADDER if size <= cap] or [IMAGE_SIZE_LADDER[-1]]
-    for size in allowed:
+
+    def steps_at(size: int) -> float:
         speed = reference_images_per_second * (REFERENCE_SIZE / size) ** 2
-        steps = budget_seconds * speed / batch_size
-        if steps >= min_steps:
-            return size, steps
-    size = allowed[-1]
-    speed = reference_images_per_second * (REFERENCE_SIZE / size) ** 2
-    return size, budget_seconds * speed / batch_size
+        return budget_seconds * speed / batch_size
+
+    size = next((size for size in allowed if steps_at(size) >= min_steps), allowed[-1])
+    return size, steps_at(size)
 
 
 def plan_image_size(

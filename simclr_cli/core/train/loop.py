@@ -40,7 +40,7 @@ from ..model.files import save_model
 from ..progress import ProgressCallback, ProgressEvent, null_progress
 from ..schedule import learning_rate_at
 from .budget import TimeBudget
-from .plan import plan_rows, plan_run, plan_warmup, resolved_settings
+from .plan import plan_rows, plan_run, plan_warmup, resolved_settings, seconds_spent
 from .run_folder import open_run_folder, refuse_early
 from .safeguards import create_run_guard
 from .setup import (
@@ -228,8 +228,9 @@ def _pretrain(
     budget = None
     if config.time_budget:
         # The command line passes its process's start; a Python caller's budget starts now.
-        elapsed = 0.0 if config.started_at is None else max(0.0, time.time() - config.started_at)
-        budget = TimeBudget(config.time_budget, elapsed=elapsed, max_steps=config.max_steps)
+        budget = TimeBudget(
+            config.time_budget, elapsed=seconds_spent(config), max_steps=config.max_steps
+        )
     plan = plan_run(config=config, progress=progress)
     # From here on the batch and the image size are the planned ones (the flags, or what the
     # data and the budget call for); the ranks of a job take them as they are.

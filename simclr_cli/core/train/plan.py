@@ -360,12 +360,16 @@ def _requested_image_size(config: PretrainConfig) -> int | None:
     return size if isinstance(size, int) else None
 
 
+def seconds_spent(config: PretrainConfig) -> float:
+    """Seconds since the command started (``started_at``); 0 for a Python caller's run."""
+    return 0.0 if config.started_at is None else max(0.0, time.time() - config.started_at)
+
+
 def _training_seconds(config: PretrainConfig) -> float | None:
     # The budget counts from the command's start; what is already spent is not training time.
     if config.time_budget is None:
         return None
-    spent = 0.0 if config.started_at is None else max(0.0, time.time() - config.started_at)
-    return max(1.0, config.time_budget - spent)
+    return max(1.0, config.time_budget - seconds_spent(config))
 
 
 def _training_images(
