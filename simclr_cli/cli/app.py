@@ -26,6 +26,7 @@ from . import info as info_cli
 from . import report as report_cli
 from ._config import ConfigurableGroup
 from ._errors import ReportingCommand
+from ._exit import end_process, exit_code_of
 from ._started import mark_process_start
 
 app = typer.Typer(
@@ -82,6 +83,10 @@ def main_options(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: runs the command, then ends the process (see ``_exit``)."""
     mark_process_start()
-    app()
+    try:
+        app()
+    except SystemExit as request:
+        end_process(exit_code_of(request))
+    end_process(0)

@@ -9,7 +9,9 @@ Later re-plans (at a quarter, half, 70%, 85% and 95% of the planned steps) corre
 with the speed since the previous plan, so that a slow start (workers filling the image cache,
 another program finishing) or a slowdown later does not leave time unused or overrun the budget;
 the speed then includes the online monitor's evaluations and epoch boundaries. A hard stop ends
-the loop if a step would cross the deadline anyway.
+the loop if a step would cross the deadline anyway, and at the planned end a step is added while
+one more fits, so the last step ends within one step of the deadline whichever way the speed
+moved after the last plan.
 
 The budget bounds the whole command: its clock starts when the process started (Python start-up,
 imports and the header scan count), and what follows the last step (the final checkpoint, the
@@ -35,10 +37,11 @@ MIN_WINDOW_STEPS = 5
 #: (the weights alone, against weights, optimiser state and position; measured for resnet18 with
 #: LARS: 45 MB against 90 MB).
 MODEL_SAVE_SHARE = 0.6
-#: Seconds from the model file written to the process gone (rendering the result, releasing the
-#: loader's workers, the interpreter's exit): 60 s budgets with 0.5 s here ended up to 0.65 s late
-#: on the 2-core AVX2 CPU of benchmarks/RESULTS.md.
-EXIT_SECONDS = 1.0
+#: Seconds from the model file written to the process gone (rendering the result, reaping the
+#: loader's workers, the exit handlers). The console script skips the interpreter's teardown
+#: (``cli/_exit.py``), which took 1.4 s of a 2-core CPU and varied with the objects alive; what is
+#: left measured 0.10 s there (benchmarks/RESULTS.md), and this keeps 2.5x that for slower CPUs.
+EXIT_SECONDS = 0.25
 #: Kept free besides the measured finishing cost, as a share of the budget.
 SAFETY_SHARE = 0.002
 #: The last step may take this much longer than the mean step (measured: up to 10% on a shared
@@ -170,6 +173,11 @@ class TimeBudget:
         if self.replans_left and step >= self.replans_left[0] * self.planned_total:
             self.replans_left = self.replans_left[1:]
             return self._replan(step, now, per_step)
+        if step >= self.planned_total:
+            # The plan rounds down and the speed can rise after the last re-plan: one more step
+            # is taken whenever it fits (the check above), so the run ends at the first step
+            # after which another would not fit, not a step or more earlier.
+            self.planned_total = step + 1
         return self.planned_total
 
     def _replan(self, step: int, now: float, per_step: float) -> int:

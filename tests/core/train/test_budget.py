@@ -102,3 +102,13 @@ def test_time_budget__left_out_time_is_not_speed():
         step += 1
         total = budget.plan(step, total)
     assert budget.seconds_per_step(step, clock.now) == 0.5
+
+
+def test_time_budget__speed_up_after_the_last_plan_is_used():
+    clock = FakeClock()
+    budget = TimeBudget(100, clock=clock)
+    # After 96% of the first plan's steps the steps take half as long: the plan made at 95%
+    # leaves time over, which steps added at the end take up.
+    _run(budget, clock, start_up=1.0, per_step=lambda step: 0.4 if step < 226 else 0.2)
+    assert budget.planned_total is not None
+    assert 100 - budget.reserve - 0.2 * (1 + 1.15) <= clock.now <= 100 - budget.reserve + 1e-9
