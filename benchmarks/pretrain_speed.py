@@ -6,7 +6,14 @@ symbolic links in a temporary folder. lightly's loop is its documented SimCLR re
 (``SimCLRTransform``, ``LightlyDataset``, ``DataLoader(num_workers=1)``, SGD, fp32), run as a
 separate process; the two alternate. Images/s = images trained on / wall time of the process.
 
+``--against limit`` compares with the model-only limit instead: ``train_step.py`` (forward,
+loss, backward and update on random tensors, no data, no start-up) at the same batch, run in its
+own process right before or after each of ours, best of its precision and layout variants (bf16
+ones only on CPUs with native bf16). The ratio of each round is ours over the limit measured
+next to it, so a machine whose speed drifts between rounds compares like with like.
+
     flock /tmp/simclr_bench.lock python benchmarks/pretrain_speed.py --rounds 1
+    python benchmarks/pretrain_speed.py --against limit --epochs 6 --rounds 3
 """
 
 from __future__ import annotations
@@ -74,6 +81,26 @@ def run(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (elsewhere bf16 is emulated, 10x slower)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def model_only_limit(batch_size: int, steps: int) -> float:
+    """Best images/s of ``train_step.py``'s variants at 32 px and this batch, in a new process."""
+    variants = "bf16,bf16+channels_last" if native_bf16() else "fp32,fp32+channels_last"
+    script = Path(__file__).resolve().parent / "train_step.py"
+    command = [sys.executable, str(script), "--image-size", "32", "--batch-size", str(batch_size)]
+    command += ["--steps", str(steps), "--warmup", "2", "--configs", variants]
+    finished = subprocess.run(command, check=True, capture_output=True, text=True)
+    records = [json.loads(line) for line in finished.stdout.splitlines() if line.startswith("{")]
+    return max(record["images_per_second"] for record in records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -82,6 +109,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra", default="", help="Extra flags for simclr pretrain.")
+    parser.add_argument(
+        "--against", choices=("lightly", "limit"), default="lightly", help="What to compare with."
+    )
+    parser.add_argument("--limit-steps", type=int, default=10, help="Timed steps of the limit.")
     args = parser.parse_args()
     trained = args.epochs * (args.images // 256) * 256
     with tempfile.TemporaryDirectory() as temp:
@@ -110,6 +141,9 @@ def main() -> None:
             str(args.epochs),
             *args.extra.split(),
         ]
+        if args.against == "limit":
+            compare_with_limit(ours, trained=trained, rounds=args.rounds, steps=args.limit_steps)
+            return
         lightly = [sys.executable, "-c", LIGHTLY_LOOP, str(subset), str(args.epochs)]
         results: dict[str, list[float]] = {"simclr": [], "lightly": []}
         for round_ in range(args.rounds):
@@ -135,6 +169,29 @@ def main() -> None:
                 "images_per_second": results,
                 "best": best,
                 "ratio": round(best["simclr"] / best["lightly"], 2),
+            }
+        )
+    )
+
+
+def compare_with_limit(ours: list[str], *, trained: int, rounds: int, steps: int) -> None:
+    """Alternate our whole process and the model-only limit; print each round's ratio."""
+    ratios = []
+    for round_ in range(rounds):
+        first_ours = round_ % 2 == 0
+        if not first_ours:
+            limit = model_only_limit(256, steps)
+        whole = trained / run(ours)
+        if first_ours:
+            limit = model_only_limit(256, steps)
+        ratios.append(whole / limit)
+        record = {"round": round_, "whole_process": round(whole, 1), "limit": round(limit, 1)}
+        print(json.dumps({**record, "ratio": round(ratios[-1], 3)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ratios": [round(r, 3) for r in ratios],
+                "median": round(sorted(ratios)[len(ratios) // 2], 3),
             }
         )
     )

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from .._io import atomic_write
 from ..augment.eval import default_crop_fraction
 from ..errors import ExportError
 from ..model.simclr import ModelMetadata, SimCLRModel
@@ -141,9 +142,12 @@ def write_timm(model: SimCLRModel, folder: Path) -> list[Path]:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
     weights = folder / WEIGHTS_NAME
     # The "format" key is what Hugging Face's loaders expect of PyTorch safetensors files.
-    save_file(tensors, str(weights), metadata={"format": "pt"})
+    # Both files are written whole or not at all, so a crash never leaves a half-written export.
+    metadata = {"format": "pt"}
+    atomic_write(weights, lambda temporary: save_file(tensors, temporary, metadata=metadata))
     config = folder / CONFIG_NAME
-    config.write_text(json.dumps(timm_config(model), indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(timm_config(model), indent=2) + "\n"
+    atomic_write(config, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
     return [weights, config]
 
 

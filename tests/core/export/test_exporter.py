@@ -182,3 +182,25 @@ def test_export_config__unknown_format_is_config_error(tmp_path: Path):
 def test_timm_crop_pct__timm_resizes_to_ours(image_size: int, fraction: float):
     resize = max(image_size, round(image_size / fraction))
     assert math.floor(image_size / timm_crop_pct(image_size, resize)) == resize
+
+
+def test_write_timm__crash_mid_write_keeps_the_previous_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from simclr_cli.core.export import to_timm
+
+    torch.manual_seed(0)
+    model = create_simclr_model(backbone="test_resnet", stem="imagenet", image_size=32, metadata={})
+    out = tmp_path / "timm"
+    out.mkdir()
+    to_timm.write_timm(model, out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    def crash(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("the machine went down")
+
+    monkeypatch.setattr(to_timm, "save_file", crash)
+    with pytest.raises(OSError, match="went down"):
+        to_timm.write_timm(model, out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
