@@ -81,18 +81,12 @@ def run(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def native_bf16() -> bool:
-    """Whether the CPU computes bf16 natively (elsewhere bf16 is emulated, 10x slower)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def model_only_limit(batch_size: int, steps: int) -> float:
     """Best images/s of ``train_step.py``'s variants at 32 px and this batch, in a new process."""
-    variants = "bf16,bf16+channels_last" if native_bf16() else "fp32,fp32+channels_last"
+    # bf16 is emulated (10x slower) on CPUs without native bf16: the limit there is fp32's.
+    from simclr_cli.core._runtime import cpu_has_native_bf16
+
+    variants = "bf16,bf16+channels_last" if cpu_has_native_bf16() else "fp32,fp32+channels_last"
     script = Path(__file__).resolve().parent / "train_step.py"
     command = [sys.executable, str(script), "--image-size", "32", "--batch-size", str(batch_size)]
     command += ["--steps", str(steps), "--warmup", "2", "--configs", variants]
