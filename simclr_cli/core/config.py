@@ -53,8 +53,9 @@ class PretrainConfig:
     # None: auto, 224 px or the data's resolution, under a time budget on the CPU the size at
     # which the budget affords enough steps (train/image_size.py).
     image_size: int | None = None
-    # 0.2 rather than the paper's 0.5 for CIFAR: in short CPU runs it learned much faster
-    # (CIFAR-10 in 265 s: linear probe 0.448 against 0.331; see benchmarks/RESULTS.md).
+    # 0.1 (the paper's ImageNet value) rather than its 0.5 for CIFAR: at 400 steps on a CIFAR-10
+    # subset it probed a point above 0.2, which was far above 0.5 in short CPU runs (see
+    # "Tuning the defaults at a fixed step count" in benchmarks/RESULTS.md).
     temperature: float = 0.1
     optimizer: OptimizerName = OptimizerName.lars
     learning_rate: float | None = None
